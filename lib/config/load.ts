@@ -1,0 +1,514 @@
+/**
+ * Loads skiff.toml into a checked Config. A config file is merged over the
+ * embedded default (lib/config/default.ts), so a file holds only what it
+ * changes; tables merge key by key, arrays (relay_networks, [[listener]],
+ * domains) replace the default's whole. Every mistake becomes a ConfigError
+ * naming the file, the dotted key, what was expected and what was found, and
+ * unknown keys are mistakes too: a misspelt limit that silently keeps its
+ * default is worse than refusing to start. The CLI exits with EX_CONFIG.
+ */
+
+import { parse, TomlError } from "smol-toml";
+import { resolve } from "node:path";
+import { formatCidr, parseCidr, parseIPv4, parseIPv6 } from "./cidr.ts";
+import { DEFAULT_CONFIG_TOML } from "./default.ts";
+import type { Config, HostPort, ListenerConfig, LogConfig } from "./types.ts";
+
+/** sysexits.h EX_CONFIG: the exit status for a configuration error. */
+export const EX_CONFIG = 78;
+
+/** Where the configuration came from when no file was given. */
+export const EMBEDDED_SOURCE = "(embedded default)";
+
+/** A configuration mistake: which file, which key, what was expected and what was found. */
+export class ConfigError extends Error {
+  /** The file as it was named to skiff, or "(embedded default)". */
+  readonly file: string;
+  /** Dotted key ("limits.recipients", "listener[0].address"), or "(syntax)" / "(file)". */
+  readonly key: string;
+  /** What a valid value looks like. */
+  readonly expected: string;
+  /** What was there instead. */
+  readonly found: string;
+  /** For syntax errors: 1-based line and column from the TOML parser. */
+  readonly line?: number;
+  readonly column?: number;
+
+  constructor(
+    where: {
+      file: string;
+      key: string;
+      expected: string;
+      found: string;
+      line?: number;
+      column?: number;
+    },
+    options?: ErrorOptions,
+  ) {
+    super(
+      `${where.file}: key "${where.key}": expected ${where.expected}, found ${where.found}`,
+      options,
+    );
+    this.name = "ConfigError";
+    this.file = where.file;
+    this.key = where.key;
+    this.expected = where.expected;
+    this.found = where.found;
+    this.line = where.line;
+    this.column = where.column;
+  }
+}
+
+/** Keys each table may hold; anything else is an "unknown key" error. */
+const KEYS: Record<string, readonly string[]> = {
+  "": [
+    "hostname",
+    "spool_dir",
+    "relay_networks",
+    "listener",
+    "limits",
+    "queue",
+    "relay",
+    "local",
+    "log",
+  ],
+  listener: ["address", "protocol"],
+  limits: [
+    "message_size",
+    "command_line_length",
+    "recipients",
+    "command_timeout",
+    "data_timeout",
+    "errors",
+    "connections",
+  ],
+  queue: [
+    "retry_min",
+    "retry_max",
+    "lifetime",
+    "worker_timeout",
+    "workers",
+    "scan_interval",
+    "relay_concurrency",
+  ],
+  relay: ["relayhost", "connect_timeout", "reply_timeout"],
+  local: ["domains", "maildir_root"],
+  log: ["format", "level"],
+};
+
+/**
+ * Durations become timers, and a timer longer than 2^31-1 ms fires at once
+ * (a 30-day command_timeout would disconnect every client immediately), so
+ * seconds are capped just below that.
+ */
+const MAX_SECONDS = 2_147_483;
+
+const POSITIVE = "a positive integer";
+const SECONDS = `a positive integer number of seconds (at most ${MAX_SECONDS})`;
+const HOSTPORT = 'an address "host:port" with a port 1-65535 (IPv6 as "[::1]:25")';
+const HOSTNAME = "a host name such as \"mail.example.org\" (letters, digits, '-' and '.')";
+
+type Table = Record<string, unknown>;
+
+function isTable(v: unknown): v is Table {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+/** Renders a TOML value briefly for "found …" (strings quoted, long values cut). */
+function describeValue(v: unknown): string {
+  if (v === undefined) return "nothing";
+  if (isTable(v)) return "a table";
+  const text = inline(v);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+const ESCAPES: Record<string, string> = {
+  '"': '\\"',
+  "\\": "\\\\",
+  "\n": "\\n",
+  "\t": "\\t",
+  "\r": "\\r",
+};
+// deno-lint-ignore no-control-regex
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\u007f]/g;
+
+/** A TOML basic string: quote, backslash and control characters escaped as TOML requires. */
+function tomlString(s: string): string {
+  const esc = (c: string) => ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`;
+  return `"${s.replace(NEEDS_ESCAPE, esc)}"`;
+}
+
+/** A TOML inline value. */
+function inline(v: unknown): string {
+  if (typeof v === "string") return tomlString(v);
+  if (typeof v === "number") {
+    if (Number.isNaN(v)) return "nan";
+    if (!Number.isFinite(v)) return v > 0 ? "inf" : "-inf";
+    return String(v);
+  }
+  if (Array.isArray(v)) return `[${v.map(inline).join(", ")}]`;
+  if (v instanceof Date) return v.toISOString();
+  if (isTable(v)) {
+    return `{ ${Object.entries(v).map(([k, x]) => `${k} = ${inline(x)}`).join(", ")} }`;
+  }
+  return String(v);
+}
+
+/** Edit distance, for "did you mean" on unknown keys. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/** Deep-merges a config file's table over the default's: tables merge, everything else replaces. */
+function mergeOver(base: Table, over: Table): Table {
+  const out: Table = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    out[k] = isTable(v) && isTable(base[k]) ? mergeOver(base[k] as Table, v) : v;
+  }
+  return out;
+}
+
+/** Parses "host:port" or "[ipv6]:port" (brackets around a name are accepted, as Postfix writes them). */
+export function parseHostPort(s: string): HostPort | null {
+  let host: string, portText: string;
+  if (s.startsWith("[")) {
+    const close = s.indexOf("]");
+    if (close < 0 || s[close + 1] !== ":") return null;
+    host = s.slice(1, close);
+    portText = s.slice(close + 2);
+    if (!parseIPv6(host) && !isHostname(host) && !parseIPv4(host)) return null;
+  } else {
+    const colon = s.lastIndexOf(":");
+    if (colon < 0) return null;
+    host = s.slice(0, colon);
+    portText = s.slice(colon + 1);
+    if (!parseIPv4(host) && !isHostname(host)) return null;
+  }
+  if (!/^[1-9][0-9]{0,4}$/.test(portText) || Number(portText) > 65535) return null;
+  return { host, port: Number(portText) };
+}
+
+/** Formats a HostPort back as text, bracketing IPv6. */
+export function formatHostPort(hp: HostPort): string {
+  return hp.host.includes(":") ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+}
+
+/**
+ * RFC 1123 §2.1 host name: LDH labels of 1-63 octets, at most 253 in all; the
+ * last label is not all digits (RFC 3696 §2), so "1.2.3.256" is no name.
+ */
+export function isHostname(s: string): boolean {
+  if (s.length === 0 || s.length > 253) return false;
+  const labels = s.split(".");
+  if (/^[0-9]+$/.test(labels[labels.length - 1])) return false;
+  return labels.every((l) => /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(l));
+}
+
+/** Reads typed values out of the merged tables, failing with the file and dotted key. */
+class Reader {
+  readonly #file: string;
+  readonly #cwd: string;
+
+  constructor(file: string, cwd: string) {
+    this.#file = file;
+    this.#cwd = cwd;
+  }
+
+  fail(key: string, expected: string, found: unknown): never {
+    throw new ConfigError({ file: this.#file, key, expected, found: describeValue(found) });
+  }
+
+  /** Checks `v` is a table holding only the keys of `kind`; `key` names it in errors. */
+  table(v: unknown, key: string, kind: string): Table {
+    if (!isTable(v)) {
+      this.fail(key, kind === "listener" ? "a [[listener]] table" : `a table [${key}]`, v);
+    }
+    const known = KEYS[kind];
+    for (const k of Object.keys(v)) {
+      if (known.includes(k)) continue;
+      const near = known.find((n) => distance(n, k) <= 2);
+      const full = key ? `${key}.${k}` : k;
+      const expected = near
+        ? `a known key (did you mean "${key ? `${key}.${near}` : near}"?)`
+        : `one of ${known.join(", ")}`;
+      throw new ConfigError({ file: this.#file, key: full, expected, found: "unknown key" });
+    }
+    return v;
+  }
+
+  int(
+    t: Table,
+    section: string,
+    name: string,
+    opts = { max: Number.MAX_SAFE_INTEGER, what: POSITIVE },
+  ): number {
+    const v = t[name];
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > opts.max) {
+      this.fail(`${section}.${name}`, opts.what, v);
+    }
+    return v;
+  }
+
+  seconds(t: Table, section: string, name: string): number {
+    return this.int(t, section, name, { max: MAX_SECONDS, what: SECONDS });
+  }
+
+  string(t: Table, key: string, name: string, expected = "a string"): string {
+    const v = t[name];
+    if (typeof v !== "string") this.fail(key, expected, v);
+    return v;
+  }
+
+  path(t: Table, key: string, name: string): string {
+    const v = t[name];
+    if (typeof v !== "string" || v === "" || v.includes("\0")) {
+      this.fail(key, "a non-empty path", v);
+    }
+    return resolve(this.#cwd, v);
+  }
+
+  oneOf<T extends string>(t: Table, key: string, name: string, options: readonly T[]): T {
+    const v = t[name];
+    if (typeof v !== "string" || !(options as readonly string[]).includes(v)) {
+      this.fail(key, `one of ${options.map((o) => `"${o}"`).join(", ")}`, v);
+    }
+    return v as T;
+  }
+
+  stringArray(t: Table, key: string, name: string, what: string): string[] {
+    const v = t[name];
+    if (!Array.isArray(v)) this.fail(key, `an array of ${what}`, v);
+    v.forEach((x, i) => {
+      if (typeof x !== "string") this.fail(`${key}[${i}]`, what, x);
+    });
+    return v as string[];
+  }
+}
+
+function readListeners(r: Reader, v: unknown): ListenerConfig[] {
+  if (!Array.isArray(v)) r.fail("listener", "an array of [[listener]] tables", v);
+  if (v.length === 0) r.fail("listener", "at least one [[listener]]", v);
+  const seen = new Set<string>();
+  return v.map((item, i) => {
+    const key = `listener[${i}]`;
+    const t = r.table(item, key, "listener");
+    const text = r.string(t, `${key}.address`, "address", HOSTPORT);
+    const address = parseHostPort(text) ?? r.fail(`${key}.address`, HOSTPORT, text);
+    const canon = formatHostPort(address).toLowerCase();
+    if (seen.has(canon)) r.fail(`${key}.address`, "an address no other listener uses", text);
+    seen.add(canon);
+    // address is required; protocol defaults to "smtp" as in the default listener.
+    const protocol = r.oneOf(
+      { protocol: "smtp", ...t },
+      `${key}.protocol`,
+      "protocol",
+      [
+        "smtp",
+      ] as const,
+    );
+    return { address, protocol };
+  });
+}
+
+function readNetworks(r: Reader, t: Table): string[] {
+  const nets = r.stringArray(t, "relay_networks", "relay_networks", "CIDR networks");
+  return nets.map((n, i) => {
+    try {
+      return formatCidr(parseCidr(n));
+    } catch (e) {
+      const why = (e as Error).message.toLowerCase();
+      return r.fail(`relay_networks[${i}]`, `a network such as "10.0.0.0/8" (${why})`, n);
+    }
+  });
+}
+
+function readDomains(r: Reader, t: Table): string[] {
+  const domains = r.stringArray(t, "local.domains", "domains", "domain names");
+  const out: string[] = [];
+  domains.forEach((d, i) => {
+    if (!isHostname(d)) r.fail(`local.domains[${i}]`, HOSTNAME, d);
+    const lower = d.toLowerCase();
+    if (!out.includes(lower)) out.push(lower);
+  });
+  return out;
+}
+
+function build(r: Reader, raw: Table, source: string): Config {
+  r.table(raw, "", "");
+  const hostname = r.string(raw, "hostname", "hostname", HOSTNAME);
+  if (!isHostname(hostname)) r.fail("hostname", HOSTNAME, hostname);
+  const limits = r.table(raw.limits, "limits", "limits");
+  const queue = r.table(raw.queue, "queue", "queue");
+  const relay = r.table(raw.relay, "relay", "relay");
+  const local = r.table(raw.local, "local", "local");
+  const log = r.table(raw.log, "log", "log");
+  const relayhostText = r.string(relay, "relay.relayhost", "relayhost", `"" or ${HOSTPORT}`);
+  const relayhost = relayhostText === ""
+    ? null
+    : parseHostPort(relayhostText) ?? r.fail("relay.relayhost", `"" or ${HOSTPORT}`, relayhostText);
+  const config: Config = {
+    source,
+    hostname,
+    spoolDir: r.path(raw, "spool_dir", "spool_dir"),
+    relayNetworks: readNetworks(r, raw),
+    listeners: readListeners(r, raw.listener),
+    limits: {
+      messageSize: r.int(limits, "limits", "message_size"),
+      commandLineLength: r.int(limits, "limits", "command_line_length"),
+      recipients: r.int(limits, "limits", "recipients"),
+      commandTimeout: r.seconds(limits, "limits", "command_timeout"),
+      dataTimeout: r.seconds(limits, "limits", "data_timeout"),
+      errors: r.int(limits, "limits", "errors"),
+      connections: r.int(limits, "limits", "connections"),
+    },
+    queue: {
+      retryMin: r.seconds(queue, "queue", "retry_min"),
+      retryMax: r.seconds(queue, "queue", "retry_max"),
+      lifetime: r.int(queue, "queue", "lifetime"),
+      workerTimeout: r.seconds(queue, "queue", "worker_timeout"),
+      workers: r.int(queue, "queue", "workers"),
+      scanInterval: r.seconds(queue, "queue", "scan_interval"),
+      relayConcurrency: r.int(queue, "queue", "relay_concurrency"),
+    },
+    relay: {
+      relayhost,
+      connectTimeout: r.seconds(relay, "relay", "connect_timeout"),
+      replyTimeout: r.seconds(relay, "relay", "reply_timeout"),
+    },
+    local: {
+      domains: readDomains(r, local),
+      maildirRoot: r.path(local, "local.maildir_root", "maildir_root"),
+    },
+    log: {
+      format: r.oneOf<LogConfig["format"]>(log, "log.format", "format", ["text", "json"]),
+      level: r.oneOf<LogConfig["level"]>(log, "log.level", "level", [
+        "debug",
+        "info",
+        "warning",
+        "error",
+      ]),
+    },
+  };
+  if (config.queue.retryMin > config.queue.retryMax) {
+    r.fail(
+      "queue.retry_min",
+      `at most queue.retry_max (${config.queue.retryMax})`,
+      config.queue.retryMin,
+    );
+  }
+  return config;
+}
+
+function parseToml(text: string, file: string): Table {
+  try {
+    return parse(text) as Table;
+  } catch (e) {
+    if (!(e instanceof TomlError)) throw e;
+    const what = e.message.split("\n")[0].replace(/^Invalid TOML document: /, "");
+    throw new ConfigError({
+      file,
+      key: "(syntax)",
+      expected: "valid TOML",
+      found: `${what} at line ${e.line}, column ${e.column}`,
+      line: e.line,
+      column: e.column,
+    }, { cause: e });
+  }
+}
+
+let defaultTable: Table | undefined;
+
+/**
+ * Parses and checks a config file's text, merged over the embedded default.
+ * `file` names it in errors and becomes `source`; relative paths are resolved
+ * against `opts.cwd` (default: the current directory). Throws ConfigError.
+ */
+export function parseConfig(text: string, file: string, opts: { cwd?: string } = {}): Config {
+  defaultTable ??= parseToml(DEFAULT_CONFIG_TOML, EMBEDDED_SOURCE);
+  const raw = mergeOver(defaultTable, parseToml(text, file));
+  return build(new Reader(file, opts.cwd ?? Deno.cwd()), raw, file);
+}
+
+/**
+ * Loads the config file at `path`, or the embedded default when no path is
+ * given. Throws ConfigError (key "(file)") when the file cannot be read.
+ */
+export async function loadConfig(path?: string): Promise<Config> {
+  if (path === undefined) return parseConfig(DEFAULT_CONFIG_TOML, EMBEDDED_SOURCE);
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(await Deno.readFile(path));
+  } catch (e) {
+    const found = e instanceof Deno.errors.NotFound
+      ? "no such file"
+      : e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable
+      ? "permission denied"
+      : e instanceof Deno.errors.IsADirectory
+      ? "a directory"
+      : e instanceof TypeError
+      ? "bytes that are not UTF-8"
+      : (e as Error).message;
+    throw new ConfigError(
+      { file: path, key: "(file)", expected: "a readable UTF-8 TOML file", found },
+      { cause: e },
+    );
+  }
+  return parseConfig(text, path);
+}
+
+/**
+ * Renders the effective configuration back as TOML, every key present with
+ * its value after merging and path resolution (for `skiff check-config`).
+ * parseConfig accepts the result and yields the same Config.
+ */
+export function describeConfig(c: Config): string {
+  const kv = (k: string, v: unknown) => `${k} = ${inline(v)}`;
+  const lines = [
+    `# skiff effective configuration, from ${c.source.replace(/[\r\n]/g, " ")}`,
+    kv("hostname", c.hostname),
+    kv("spool_dir", c.spoolDir),
+    kv("relay_networks", c.relayNetworks),
+  ];
+  for (const l of c.listeners) {
+    lines.push("", "[[listener]]", kv("address", formatHostPort(l.address)));
+    lines.push(kv("protocol", l.protocol));
+  }
+  const section = (name: string, entries: [string, unknown][]) => {
+    lines.push("", `[${name}]`, ...entries.map(([k, v]) => kv(k, v)));
+  };
+  const { limits: L, queue: Q, relay: R } = c;
+  section("limits", [
+    ["message_size", L.messageSize],
+    ["command_line_length", L.commandLineLength],
+    ["recipients", L.recipients],
+    ["command_timeout", L.commandTimeout],
+    ["data_timeout", L.dataTimeout],
+    ["errors", L.errors],
+    ["connections", L.connections],
+  ]);
+  section("queue", [
+    ["retry_min", Q.retryMin],
+    ["retry_max", Q.retryMax],
+    ["lifetime", Q.lifetime],
+    ["worker_timeout", Q.workerTimeout],
+    ["workers", Q.workers],
+    ["scan_interval", Q.scanInterval],
+    ["relay_concurrency", Q.relayConcurrency],
+  ]);
+  section("relay", [
+    ["relayhost", R.relayhost ? formatHostPort(R.relayhost) : ""],
+    ["connect_timeout", R.connectTimeout],
+    ["reply_timeout", R.replyTimeout],
+  ]);
+  section("local", [["domains", c.local.domains], ["maildir_root", c.local.maildirRoot]]);
+  section("log", [["format", c.log.format], ["level", c.log.level]]);
+  return lines.join("\n") + "\n";
+}

@@ -1,0 +1,247 @@
+/**
+ * The control journal: one JSON object per line, the envelope first, then one
+ * record per delivery result. Replaying the records gives the message state,
+ * so retry state lives in the file (readable with `cat`), not in its name.
+ * Parsing is strict except for the one damage a crash can cause: a torn last
+ * record, or a torn record that a later append marked with TORN_MARK.
+ */
+
+/** A recipient as given in RCPT TO, with its DSN parameters (RFC 3461). */
+export interface RecipientSpec {
+  address: string;
+  orcpt?: string;
+  notify?: string[];
+}
+
+/** Everything known about a message when DATA ends. */
+export interface Envelope {
+  id: string;
+  /** "" is the null sender. */
+  from: string;
+  recipients: RecipientSpec[];
+  /** Epoch milliseconds. */
+  received: number;
+  client: { address: string; helo: string; auth?: string };
+  /** "SMTP" | "ESMTP" (or the LMTP/submission variants). */
+  protocol: string;
+  /** Content bytes. */
+  size: number;
+  params?: Record<string, string>;
+}
+
+/** One journal line. `rcpt` is the index into `envelope.recipients`. */
+export type JournalRecord =
+  | ({ t: "envelope" } & Envelope)
+  | { t: "delivered"; rcpt: number; at: number; dsn: string; text: string; relay: string }
+  | {
+    t: "deferred";
+    rcpt: number;
+    at: number;
+    until: number;
+    dsn: string;
+    text: string;
+    relay?: string;
+  }
+  | { t: "failed"; rcpt: number; at: number; dsn: string; text: string; relay?: string };
+
+/** Where one recipient stands. */
+export type RecipientStatus = "pending" | "deferred" | "delivered" | "failed";
+
+/** One recipient's state after replay. */
+export interface RecipientState {
+  index: number;
+  address: string;
+  status: RecipientStatus;
+  /** Count of deferred records. */
+  attempts: number;
+  /** Epoch ms; 0 = now. 0 also for final recipients. */
+  nextAttempt: number;
+  dsn?: string;
+  text?: string;
+  /** The result records for this recipient, in journal order. */
+  history: JournalRecord[];
+}
+
+/** A message's state after replay. */
+export interface MessageState {
+  envelope: Envelope;
+  recipients: RecipientState[];
+  /** Every recipient is delivered or failed. */
+  done: boolean;
+  /** Min nextAttempt over non-final recipients; 0 (finish now) when done. */
+  nextAttempt: number;
+}
+
+/**
+ * Appended to a torn last line by the next append (which cannot know how
+ * much of it is missing), so the line is complete and known to be ignorable.
+ * JSON.stringify never emits a raw tab, so no real record can end this way.
+ */
+export const TORN_MARK = "\t#torn";
+
+const encoder = new TextEncoder();
+
+/**
+ * The bytes of `records` as journal lines, each ending in "\n". Every record
+ * is validated first, so the spool never writes a line it cannot read back.
+ * JSON.stringify escapes CR, LF and other controls, so no envelope string
+ * can break the one-record-per-line format.
+ */
+export function encodeRecords(records: JournalRecord[]): Uint8Array {
+  let text = "";
+  for (const r of records) {
+    checkRecord(r);
+    text += JSON.stringify(r) + "\n";
+  }
+  return encoder.encode(text);
+}
+
+/**
+ * The records in a journal's text. A last line without "\n" is a torn write
+ * and ignored (even if it parses: the writer never finished it); a complete
+ * line ending in TORN_MARK is a torn write repaired by a later append and
+ * ignored; any other line that is not a valid record throws, naming its line.
+ */
+export function parseJournal(text: string): JournalRecord[] {
+  const lines = text.split("\n");
+  lines.pop(); // "" after the final "\n", or a torn (unterminated) fragment
+  const records: JournalRecord[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    if (line.endsWith(TORN_MARK)) continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch {
+      throw new Error(`Journal line ${i + 1} is not JSON: ${preview(line)}`);
+    }
+    try {
+      checkRecord(value);
+    } catch (e) {
+      throw new Error(`Journal line ${i + 1}: ${(e as Error).message}`);
+    }
+    records.push(value as JournalRecord);
+  }
+  return records;
+}
+
+/**
+ * The message state from its records (pure). The first record must be the
+ * envelope and the only one. A final result (delivered/failed) is sticky: a
+ * later record for that recipient is kept in its history but cannot make it
+ * pending again, so a delivered recipient is never sent to twice by replay.
+ */
+export function replay(records: JournalRecord[]): MessageState {
+  const [first, ...rest] = records;
+  if (first?.t !== "envelope") throw new Error("Journal does not start with an envelope record");
+  const { t: _t, ...envelope } = first;
+  const recipients: RecipientState[] = envelope.recipients.map((r, index) => ({
+    index,
+    address: r.address,
+    status: "pending",
+    attempts: 0,
+    nextAttempt: 0,
+    history: [],
+  }));
+  for (const r of rest) {
+    if (r.t === "envelope") throw new Error(`Journal of ${envelope.id} has a second envelope`);
+    const rcpt = recipients[r.rcpt];
+    if (!rcpt) {
+      throw new Error(
+        `Journal of ${envelope.id} has a result for recipient ${r.rcpt} of ${recipients.length}`,
+      );
+    }
+    rcpt.history.push(r);
+    if (rcpt.status === "delivered" || rcpt.status === "failed") continue;
+    if (r.t === "deferred") {
+      rcpt.attempts++;
+      rcpt.nextAttempt = r.until;
+    } else {
+      rcpt.nextAttempt = 0;
+    }
+    rcpt.status = r.t;
+    rcpt.dsn = r.dsn;
+    rcpt.text = r.text;
+  }
+  const open = recipients.filter((r) => r.status === "pending" || r.status === "deferred");
+  return {
+    envelope,
+    recipients,
+    done: open.length === 0,
+    nextAttempt: open.length === 0 ? 0 : Math.min(...open.map((r) => r.nextAttempt)),
+  };
+}
+
+function preview(line: string): string {
+  return JSON.stringify(line.length > 60 ? line.slice(0, 60) + "..." : line);
+}
+
+type Check = "string" | "number" | "string?" | "string[]?" | "params?" | "client" | "rcpts";
+
+const RESULT_FIELDS: Record<string, Check> = {
+  rcpt: "number",
+  at: "number",
+  dsn: "string",
+  text: "string",
+  relay: "string?",
+};
+
+const SHAPES: Record<JournalRecord["t"], Record<string, Check>> = {
+  envelope: {
+    id: "string",
+    from: "string",
+    recipients: "rcpts",
+    received: "number",
+    client: "client",
+    protocol: "string",
+    size: "number",
+    params: "params?",
+  },
+  delivered: { ...RESULT_FIELDS, relay: "string" },
+  deferred: { ...RESULT_FIELDS, until: "number" },
+  failed: RESULT_FIELDS,
+};
+
+/** Throws unless `value` has the shape of a JournalRecord. */
+function checkRecord(value: unknown): asserts value is JournalRecord {
+  if (!isObject(value)) throw new Error("Record is not an object");
+  const t = value.t;
+  if (typeof t !== "string" || !Object.hasOwn(SHAPES, t)) {
+    throw new Error(`Record has unknown type ${JSON.stringify(t)}`);
+  }
+  for (const [key, check] of Object.entries(SHAPES[t as JournalRecord["t"]])) {
+    if (!fits(value[key], check)) throw new Error(`Record "${t}" has a bad ${key}`);
+  }
+  if (t !== "envelope" && !Number.isSafeInteger(value.rcpt)) {
+    throw new Error(`Record "${t}" has a bad rcpt`);
+  }
+}
+
+function fits(v: unknown, check: Check): boolean {
+  switch (check) {
+    case "string":
+      return typeof v === "string";
+    case "number":
+      return typeof v === "number" && Number.isFinite(v);
+    case "string?":
+      return v === undefined || typeof v === "string";
+    case "string[]?":
+      return v === undefined || (Array.isArray(v) && v.every((s) => typeof s === "string"));
+    case "params?":
+      return v === undefined ||
+        (isObject(v) && Object.values(v).every((s) => typeof s === "string"));
+    case "client":
+      return isObject(v) && typeof v.address === "string" && typeof v.helo === "string" &&
+        fits(v.auth, "string?");
+    case "rcpts":
+      return Array.isArray(v) &&
+        v.every((r) =>
+          isObject(r) && typeof r.address === "string" && fits(r.orcpt, "string?") &&
+          fits(r.notify, "string[]?")
+        );
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}

@@ -1,0 +1,432 @@
+/**
+ * The durable spool: one file per message holding a fixed-width header line,
+ * the content (streamed in once) and the control journal after it. A message
+ * is received into incoming/ and committed by fdatasync, rename into queue/
+ * and a queue/ fsync, so anything in queue/ is complete and anything in
+ * incoming/ at start-up is a crash leftover. One file rather than a data and
+ * a control file because each file-system call costs a thread hand-off and
+ * those calls bound the accept rate; see docs/spool.md for the measurements
+ * and the crash-state table.
+ */
+
+import { DirSyncer, writeAll } from "./durable.ts";
+import { isQueueId, newQueueId } from "./queue_id.ts";
+import {
+  encodeRecords,
+  type Envelope,
+  type JournalRecord,
+  type MessageState,
+  parseJournal,
+  replay,
+  TORN_MARK,
+} from "./records.ts";
+
+/** Content is handed to the kernel in writes of about this size. */
+const FLUSH_SIZE = 64 * 1024;
+const READ_SIZE = 64 * 1024;
+const DIGITS = 12;
+const MAGIC = "skiff-spool 1";
+/** Byte length of the header line; content starts right after it. */
+export const HEADER_LENGTH = formatHeader({ content: 0, length: 0, journal: 0 }).length;
+const HEADER_PATTERN = new RegExp(
+  `^${MAGIC} content=(\\d{${DIGITS}}) length=(\\d{${DIGITS}}) journal=(\\d{${DIGITS}})\\n$`,
+);
+/** Written first when content outgrows the buffer; never parses as a header. */
+const PLACEHOLDER = `${MAGIC} content=${pad(HEADER_LENGTH)} length=${"-".repeat(DIGITS)} journal=${
+  "-".repeat(DIGITS)
+}\n`;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const NEWLINE = encoder.encode("\n");
+const TORN_REPAIR = encoder.encode(TORN_MARK + "\n");
+
+/** Byte offsets recorded in a spool file's header line. */
+export interface SpoolHeader {
+  /** Offset of the first content byte. */
+  content: number;
+  /** Number of content bytes. */
+  length: number;
+  /** Offset of the first journal byte (content end, plus "\n" if the content lacks one). */
+  journal: number;
+}
+
+/** Options for a Spool. */
+export interface SpoolOptions {
+  /** Shared so concurrent commits coalesce their queue/ fsyncs; one per Spool by default. */
+  dirSyncer?: DirSyncer;
+}
+
+/**
+ * A spool directory: `incoming/` for messages being received, `queue/` for
+ * committed ones. load, content, append, remove and path work from any
+ * process given the same directory; init belongs to the one process that
+ * receives mail (it deletes what is in incoming/).
+ */
+export class Spool {
+  #incoming: string;
+  #queue: string;
+  #root: string;
+  #dirSyncer: DirSyncer;
+
+  /** A spool rooted at `dir`; nothing is touched until init() or another call. */
+  constructor(dir: string, options: SpoolOptions = {}) {
+    this.#root = dir.length > 1 ? dir.replace(/\/+$/, "") : dir;
+    this.#incoming = `${this.#root}/incoming`;
+    this.#queue = `${this.#root}/queue`;
+    this.#dirSyncer = options.dirSyncer ?? new DirSyncer();
+  }
+
+  /** Creates the directories (mode 0700) and deletes half-received files in incoming/. */
+  async init(): Promise<{ removedPartials: number }> {
+    for (const d of [this.#root, this.#incoming, this.#queue]) {
+      await Deno.mkdir(d, { recursive: true, mode: 0o700 });
+    }
+    let removedPartials = 0;
+    for await (const entry of Deno.readDir(this.#incoming)) {
+      if (!entry.isFile || !isQueueId(entry.name)) continue;
+      await removeIfPresent(`${this.#incoming}/${entry.name}`);
+      removedPartials++;
+    }
+    return { removedPartials };
+  }
+
+  /** Starts a message: creates its file in incoming/ (O_EXCL) under a new or given id. */
+  async begin(id: string = newQueueId()): Promise<SpoolWriter> {
+    checkId(id);
+    const partial = `${this.#incoming}/${id}`;
+    const file = await Deno.open(partial, { write: true, createNew: true, mode: 0o600 });
+    return new SpoolWriter({
+      id,
+      file,
+      partial,
+      final: this.path(id),
+      commitDir: () => this.#dirSyncer.sync(this.#queue),
+    });
+  }
+
+  /** Ids of committed messages, oldest first; other names in queue/ are ignored. */
+  async list(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const entry of Deno.readDir(this.#queue)) {
+      if (entry.isFile && isQueueId(entry.name)) ids.push(entry.name);
+    }
+    return ids.sort();
+  }
+
+  /** Reads the journal (not the content) and replays it. */
+  async load(id: string): Promise<MessageState> {
+    const file = await Deno.open(this.path(id), { read: true });
+    let journal: Uint8Array;
+    try {
+      const first = await readUpTo(file, READ_SIZE);
+      const header = parseHeader(first, id);
+      const parts: Uint8Array[] = [];
+      let more = first.length === READ_SIZE;
+      if (header.journal <= first.length) {
+        parts.push(first.subarray(header.journal));
+      } else {
+        await file.seek(header.journal, Deno.SeekMode.Start);
+        more = true;
+      }
+      while (more) {
+        const chunk = await readUpTo(file, READ_SIZE);
+        parts.push(chunk);
+        more = chunk.length === READ_SIZE;
+      }
+      journal = concat(parts);
+    } finally {
+      file.close();
+    }
+    let state: MessageState;
+    try {
+      state = replay(parseJournal(decoder.decode(journal)));
+    } catch (e) {
+      throw new Error(`Spool file ${id}: ${(e as Error).message}`);
+    }
+    if (state.envelope.id !== id) {
+      throw new Error(
+        `Spool file ${id} holds the envelope of ${JSON.stringify(state.envelope.id)}`,
+      );
+    }
+    return state;
+  }
+
+  /**
+   * The content bytes as a stream read in 64 KB chunks. The file stays open
+   * until the stream is read to the end or cancelled: always do one.
+   */
+  async content(id: string): Promise<{ stream: ReadableStream<Uint8Array>; length: number }> {
+    const file = await Deno.open(this.path(id), { read: true });
+    let header: SpoolHeader;
+    try {
+      header = parseHeader(await readUpTo(file, HEADER_LENGTH), id);
+      if (header.content !== HEADER_LENGTH) {
+        await file.seek(header.content, Deno.SeekMode.Start);
+      }
+    } catch (e) {
+      file.close();
+      throw e;
+    }
+    let left = header.length;
+    let open = true;
+    const close = () => {
+      if (open) file.close();
+      open = false;
+    };
+    const stream = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          if (left === 0) {
+            close();
+            controller.close();
+            return;
+          }
+          const chunk = await readUpTo(file, Math.min(READ_SIZE, left));
+          if (chunk.length === 0) throw new Error(`Spool file ${id} content is truncated`);
+          left -= chunk.length;
+          controller.enqueue(chunk);
+        } catch (e) {
+          close();
+          controller.error(e);
+        }
+      },
+      cancel: close,
+    });
+    return { stream, length: header.length };
+  }
+
+  /**
+   * Appends records in one write, then fdatasync: the journal is the truth.
+   * One appender at a time per message. If a crash tore the last line, the
+   * same write first completes it with TORN_MARK so parseJournal skips it.
+   */
+  async append(id: string, records: JournalRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const lines = encodeRecords(records);
+    const file = await Deno.open(this.path(id), { read: true, write: true });
+    try {
+      const end = await file.seek(0, Deno.SeekMode.End);
+      if (end < HEADER_LENGTH) throw new Error(`Spool file ${id} is too short to be a message`);
+      await file.seek(-1, Deno.SeekMode.End);
+      const last = await readUpTo(file, 1);
+      await writeAll(file, last[0] === NEWLINE[0] ? lines : concat([TORN_REPAIR, lines]));
+      await file.syncData();
+    } finally {
+      file.close();
+    }
+  }
+
+  /** Deletes a committed message; a missing file is not an error. */
+  async remove(id: string): Promise<void> {
+    await removeIfPresent(this.path(id));
+  }
+
+  /** The message's file in queue/ (for workers in child processes). */
+  path(id: string): string {
+    checkId(id);
+    return `${this.#queue}/${id}`;
+  }
+}
+
+interface WriterInit {
+  id: string;
+  file: Deno.FsFile;
+  partial: string;
+  final: string;
+  commitDir: () => Promise<void>;
+}
+
+/**
+ * One message being received. Content is buffered and written in ~64 KB
+ * pieces; a message that fits the buffer is written by commit() as header,
+ * content and envelope in a single write. Calls must not overlap.
+ */
+export class SpoolWriter {
+  /** The message's queue id. */
+  readonly id: string;
+  #file: Deno.FsFile;
+  #partial: string;
+  #final: string;
+  #commitDir: () => Promise<void>;
+  #chunks: Uint8Array[] = [];
+  #buffered = 0;
+  #length = 0;
+  #lastByte = -1;
+  #headerWritten = false;
+  #state: "open" | "busy" | "committed" | "closed" = "open";
+
+  /** Made by Spool.begin(). */
+  constructor(init: WriterInit) {
+    this.id = init.id;
+    this.#file = init.file;
+    this.#partial = init.partial;
+    this.#final = init.final;
+    this.#commitDir = init.commitDir;
+  }
+
+  /** Number of content bytes written so far. */
+  get length(): number {
+    return this.#length;
+  }
+
+  /** Adds content bytes; the chunk is copied, so the caller may reuse it. */
+  async write(chunk: Uint8Array): Promise<void> {
+    this.#enter("write");
+    try {
+      if (chunk.length === 0) return;
+      this.#chunks.push(chunk.slice());
+      this.#buffered += chunk.length;
+      this.#length += chunk.length;
+      this.#lastByte = chunk[chunk.length - 1];
+      if (this.#buffered >= FLUSH_SIZE) {
+        const parts = this.#take();
+        if (!this.#headerWritten) parts.unshift(encoder.encode(PLACEHOLDER));
+        this.#headerWritten = true;
+        await writeAll(this.#file, concat(parts));
+      }
+      this.#state = "open";
+    } catch (e) {
+      await this.#discard();
+      throw e;
+    }
+  }
+
+  /**
+   * Writes the envelope record, fdatasyncs, renames incoming/→queue/ and
+   * fsyncs queue/. The message is durable (say 250) once this resolves; if
+   * it rejects, the partial file is gone unless the rename already happened.
+   */
+  async commit(envelope: Envelope): Promise<void> {
+    this.#enter("commit");
+    let renamed = false;
+    try {
+      if (envelope.id !== this.id) {
+        throw new Error(`Envelope id ${JSON.stringify(envelope.id)} is not ${this.id}`);
+      }
+      if (envelope.size !== this.#length) {
+        throw new Error(
+          `Envelope size ${envelope.size} does not match the ${this.#length} content bytes`,
+        );
+      }
+      const record = encodeRecords([{ t: "envelope", ...envelope }]);
+      const sep = this.#length > 0 && this.#lastByte !== NEWLINE[0] ? 1 : 0;
+      const header = encoder.encode(formatHeader({
+        content: HEADER_LENGTH,
+        length: this.#length,
+        journal: HEADER_LENGTH + this.#length + sep,
+      }));
+      const tail = this.#take();
+      if (sep) tail.push(NEWLINE);
+      tail.push(record);
+      if (this.#headerWritten) {
+        await writeAll(this.#file, concat(tail));
+        await this.#file.seek(0, Deno.SeekMode.Start);
+        await writeAll(this.#file, header);
+      } else {
+        await writeAll(this.#file, concat([header, ...tail]));
+      }
+      await this.#file.syncData();
+      this.#file.close();
+      this.#state = "closed";
+      await Deno.rename(this.#partial, this.#final);
+      renamed = true;
+      await this.#commitDir();
+      this.#state = "committed";
+    } catch (e) {
+      if (!renamed) await this.#discard();
+      throw e;
+    }
+  }
+
+  /** Closes and deletes the partial file; does nothing after commit(). */
+  async abort(): Promise<void> {
+    if (this.#state === "committed") return;
+    await this.#discard();
+  }
+
+  #enter(what: string): void {
+    if (this.#state !== "open") {
+      throw new Error(`SpoolWriter.${what} for ${this.id} after ${this.#state}`);
+    }
+    this.#state = "busy";
+  }
+
+  #take(): Uint8Array[] {
+    const parts = this.#chunks;
+    this.#chunks = [];
+    this.#buffered = 0;
+    return parts;
+  }
+
+  async #discard(): Promise<void> {
+    if (this.#state !== "closed") {
+      try {
+        this.#file.close();
+      } catch {
+        // Already closed.
+      }
+    }
+    this.#state = "closed";
+    this.#chunks = [];
+    await removeIfPresent(this.#partial);
+  }
+}
+
+/** The header line for the given offsets (fixed width: 12 digits each). */
+export function formatHeader(h: SpoolHeader): string {
+  return `${MAGIC} content=${pad(h.content)} length=${pad(h.length)} journal=${pad(h.journal)}\n`;
+}
+
+/** Parses the header line at the start of `bytes`, or throws naming `id`. */
+export function parseHeader(bytes: Uint8Array, id = "?"): SpoolHeader {
+  const line = decoder.decode(bytes.subarray(0, HEADER_LENGTH));
+  const m = HEADER_PATTERN.exec(line);
+  if (!m) throw new Error(`Spool file ${id} has no valid header (incomplete or not a spool file)`);
+  const h = { content: Number(m[1]), length: Number(m[2]), journal: Number(m[3]) };
+  if (h.content < HEADER_LENGTH || h.journal < h.content + h.length) {
+    throw new Error(`Spool file ${id} has inconsistent header offsets`);
+  }
+  return h;
+}
+
+function pad(n: number): string {
+  return String(n).padStart(DIGITS, "0");
+}
+
+function checkId(id: string): void {
+  if (!isQueueId(id)) throw new Error(`Invalid queue id ${JSON.stringify(id)}`);
+}
+
+async function removeIfPresent(path: string): Promise<void> {
+  try {
+    await Deno.remove(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+}
+
+/** Reads until `size` bytes or end of file; a shorter result means end of file. */
+async function readUpTo(file: Deno.FsFile, size: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(size);
+  let got = 0;
+  while (got < size) {
+    const n = await file.read(buf.subarray(got));
+    if (n === null) break;
+    got += n;
+  }
+  return buf.subarray(0, got);
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  let size = 0;
+  for (const p of parts) size += p.length;
+  const out = new Uint8Array(size);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}

@@ -1,0 +1,120 @@
+/**
+ * skiff's one entrypoint: picks a sub-command from argv (or from the name it
+ * was started by: `sendmail`, `mailq`) and hands off. Every sub-command
+ * returns an exit code; config errors exit 78 (EX_CONFIG).
+ */
+import process from "node:process";
+import { EX_CONFIG, EX_SOFTWARE, EX_USAGE } from "./lib/cli/exit_codes.ts";
+import { flush } from "./lib/cli/flush.ts";
+import { mailq } from "./lib/cli/mailq.ts";
+import { sendmail } from "./lib/cli/sendmail.ts";
+import { serve } from "./lib/cli/serve.ts";
+import { ConfigError, describeConfig, loadConfig } from "./lib/config/load.ts";
+import type { Config } from "./lib/config/types.ts";
+import { VERSION } from "./lib/version.ts";
+import { workerMain } from "./lib/worker/child.ts";
+
+const HELP = `skiff ${VERSION} — a small, durable mail transfer agent
+
+Usage: skiff [--config FILE] COMMAND [ARGS]
+
+Commands:
+  serve          run the queue manager and its listeners
+  sendmail ...   submit a message read from stdin (sendmail-compatible flags)
+  mailq          list the queue
+  flush          try every queued message now (tells a running manager, or runs one pass)
+  check-config   validate the config and print the effective settings
+  version        print the version
+  help           this text
+
+The config comes from --config FILE, else $SKIFF_CONFIG, else the embedded default
+(SMTP on 127.0.0.1:2525, spool ./var/spool, Maildirs ./var/mail/<user>/).
+Invoked as "sendmail" or "mailq" (a link to the binary), skiff acts as that command.
+`;
+
+/** Splits off a leading --config/-c option. */
+function takeConfigPath(argv: string[]): { path: string | undefined; rest: string[] } {
+  const rest = [...argv];
+  let path = Deno.env.get("SKIFF_CONFIG") || undefined;
+  while (rest.length > 0) {
+    if (rest[0] === "--config" || rest[0] === "-c") {
+      if (rest.length < 2) throw new ConfigErrorUsage("Option --config needs a file name");
+      path = rest[1];
+      rest.splice(0, 2);
+    } else if (rest[0].startsWith("--config=")) {
+      path = rest[0].slice("--config=".length);
+      rest.splice(0, 1);
+    } else break;
+  }
+  return { path, rest };
+}
+
+class ConfigErrorUsage extends Error {}
+
+async function withConfig(path: string | undefined, fn: (c: Config) => Promise<number>) {
+  let cfg: Config;
+  try {
+    cfg = await loadConfig(path);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`skiff: ${err.message}`);
+      return EX_CONFIG;
+    }
+    throw err;
+  }
+  return await fn(cfg);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const invokedAs = process.argv0.split("/").pop() ?? "";
+  if (invokedAs === "sendmail") argv = ["sendmail", ...argv];
+  else if (invokedAs === "mailq") argv = ["mailq", ...argv];
+  let parsed;
+  try {
+    parsed = takeConfigPath(argv);
+  } catch (err) {
+    console.error(`skiff: ${(err as Error).message}`);
+    return EX_USAGE;
+  }
+  const [command = "help", ...args] = parsed.rest;
+  switch (command) {
+    case "serve":
+      return await withConfig(parsed.path, serve);
+    case "sendmail":
+      return await withConfig(parsed.path, (c) => sendmail(c, args));
+    case "mailq":
+      return await withConfig(parsed.path, mailq);
+    case "flush":
+      return await withConfig(parsed.path, flush);
+    case "check-config":
+      return await withConfig(parsed.path, (c) => {
+        console.log(describeConfig(c));
+        return Promise.resolve(0);
+      });
+    case "worker":
+      return await workerMain();
+    case "version":
+    case "--version":
+      console.log(`skiff ${VERSION}`);
+      return 0;
+    case "help":
+    case "--help":
+    case "-h":
+      console.log(HELP);
+      return 0;
+    default:
+      console.error(`skiff: unknown command ${JSON.stringify(command)}; see "skiff help"`);
+      return EX_USAGE;
+  }
+}
+
+if (import.meta.main) {
+  let code: number;
+  try {
+    code = await main(Deno.args);
+  } catch (err) {
+    console.error(`skiff: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    code = EX_SOFTWARE;
+  }
+  Deno.exit(code);
+}
