@@ -67,6 +67,8 @@ export interface ServerOptions {
   dir?: string;
   /** Reuse this port. */
   port?: number;
+  /** Lines of the [queue] table (default: fast retries for tests). */
+  queue?: string;
 }
 
 /** A running `skiff serve`. */
@@ -103,8 +105,7 @@ protocol = "smtp"
 domains = ["localhost"]
 maildir_root = "${dir}/mail"
 [queue]
-retry_min = 1
-retry_max = 4
+${opts.queue ?? "retry_min = 1\nretry_max = 4"}
 ${opts.toml ?? ""}
 `,
     );

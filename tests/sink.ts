@@ -17,8 +17,8 @@ export class Sink {
   }
 
   /** Starts smtp-sink on a free loopback port (as nobody: it refuses to run as root). */
-  static async start(opts: { lmtp?: boolean } = {}): Promise<Sink> {
-    const port = await freePort();
+  static async start(opts: { lmtp?: boolean; port?: number } = {}): Promise<Sink> {
+    const port = opts.port ?? await freePort();
     const dumpDir = await Deno.makeTempDir({ prefix: "skiff-sink-" });
     await Deno.chmod(dumpDir, 0o777);
     const args = [

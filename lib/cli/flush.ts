@@ -15,8 +15,6 @@ import { lockHolderPid, tryLockSpool } from "./spool_lock.ts";
 /** Runs a flush; returns the exit code. */
 export async function flush(cfg: Config): Promise<number> {
   await setupLogging(cfg.log);
-  const spool = new Spool(cfg.spoolDir);
-  await spool.init();
   const lock = await tryLockSpool(cfg.spoolDir);
   if (lock === null) {
     const pid = await lockHolderPid(cfg.spoolDir);
@@ -29,6 +27,8 @@ export async function flush(cfg: Config): Promise<number> {
     return EX_OK;
   }
   try {
+    const spool = new Spool(cfg.spoolDir);
+    await spool.init();
     const manager = new QueueManager({ config: cfg, spool });
     await manager.scan();
     manager.flush();

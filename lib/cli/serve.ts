@@ -19,13 +19,15 @@ export async function serve(cfg: Config): Promise<number> {
   await setupLogging(cfg.log);
   // Registered first thing: on Deno 2.9.1 an unhandled SIGUSR1 kills the process.
   Deno.addSignalListener("SIGUSR1", () => logWarn("signal ignored", { signal: "SIGUSR1" }));
-  const spool = new Spool(cfg.spoolDir);
-  const { removedPartials } = await spool.init();
+  // The lock comes first: init() deletes half-received files, which would be
+  // live sessions' files if another manager were running on this spool.
   const lock = await tryLockSpool(cfg.spoolDir);
   if (lock === null) {
     logError("another manager holds the spool lock", { spool: cfg.spoolDir });
     return EX_TEMPFAIL;
   }
+  const spool = new Spool(cfg.spoolDir);
+  const { removedPartials } = await spool.init();
   await lock.writePid();
   const manager = new QueueManager({ config: cfg, spool });
   const { messages } = await manager.start();

@@ -14,6 +14,7 @@ export interface SpoolLock {
 
 /** Takes the spool lock, or returns null when another process holds it. */
 export async function tryLockSpool(spoolDir: string, waitMs = 300): Promise<SpoolLock | null> {
+  await Deno.mkdir(spoolDir, { recursive: true, mode: 0o700 });
   const path = `${spoolDir}/lock`;
   const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
   let timer: ReturnType<typeof setTimeout> | undefined;

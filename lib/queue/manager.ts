@@ -37,6 +37,8 @@ export class QueueManager {
   /** id → next attempt (epoch ms). */
   #due = new Map<string, number>();
   #active = new Map<string, Promise<void>>();
+  /** Messages a flush made due: their deferred recipients are tried regardless of backoff. */
+  #forced = new Set<string>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #scanTimer: ReturnType<typeof setInterval> | undefined;
   #stopping = false;
@@ -83,7 +85,10 @@ export class QueueManager {
 
   /** Makes every queued message due now (`skiff flush`). */
   flush(): void {
-    for (const id of this.#due.keys()) this.#due.set(id, 0);
+    for (const id of this.#due.keys()) {
+      this.#due.set(id, 0);
+      this.#forced.add(id);
+    }
     this.#pump();
   }
 
@@ -145,8 +150,9 @@ export class QueueManager {
     let state = await this.#spool.load(id);
     if (!state.done) state = await this.#expire(state);
     const now = this.#now();
+    const forced = this.#forced.delete(id);
     const due = state.recipients.filter((r) =>
-      (r.status === "pending" || r.status === "deferred") && r.nextAttempt <= now
+      (r.status === "pending" || r.status === "deferred") && (forced || r.nextAttempt <= now)
     );
     const local = due.filter((r) => isLocalAddress(this.#cfg, r.address));
     const remote = due.filter((r) => !isLocalAddress(this.#cfg, r.address));

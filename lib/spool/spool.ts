@@ -202,9 +202,10 @@ export class Spool {
    * same write first completes it with TORN_MARK so parseJournal skips it.
    */
   async append(id: string, records: JournalRecord[]): Promise<void> {
+    const path = this.path(id);
     if (records.length === 0) return;
     const lines = encodeRecords(records);
-    const file = await Deno.open(this.path(id), { read: true, write: true });
+    const file = await Deno.open(path, { read: true, write: true });
     try {
       const end = await file.seek(0, Deno.SeekMode.End);
       if (end < HEADER_LENGTH) throw new Error(`Spool file ${id} is too short to be a message`);
@@ -346,6 +347,9 @@ export class SpoolWriter {
   }
 
   #enter(what: string): void {
+    if (this.#state === "busy") {
+      throw new Error(`SpoolWriter.${what} for ${this.id} while another call is in progress`);
+    }
     if (this.#state !== "open") {
       throw new Error(`SpoolWriter.${what} for ${this.id} after ${this.#state}`);
     }

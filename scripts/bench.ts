@@ -1,0 +1,440 @@
+/**
+ * Measures skiff against a private Postfix instance on this machine and
+ * prints a Markdown table of absolute numbers and skiff/Postfix ratios:
+ * accept rate into the durable queue, end-to-end relay rate to smtp-sink,
+ * peak memory during the accept run, and memory per idle connection.
+ * docs/benchmarks.md explains each number and holds a recorded run.
+ *
+ *   ./scripts/deno task bench [--count N] [--only accept|relay|memory|idle]
+ *                             [--dir D | --journaled] [--idle N]
+ *
+ * Runs as root (Postfix's daemons, smtp-sink's `-u nobody`, `--journaled`'s
+ * loop mount). Loopback only; every load is bounded in count and time.
+ */
+
+import {
+  closeAll,
+  freePort,
+  type Memory,
+  memoryOf,
+  MemorySampler,
+  type Mta,
+  openIdle,
+  peakRss,
+  POSTFIX,
+  Postfix,
+  processTree,
+  run,
+  Sink,
+  Skiff,
+  sleep,
+  SMTP_SINK,
+  SMTP_SOURCE,
+  smtpSource,
+} from "./bench_lib.ts";
+
+const PHASES = ["accept", "relay", "memory", "idle"] as const;
+type Phase = typeof PHASES[number];
+type Kind = "skiff" | "Postfix";
+const KINDS: Kind[] = ["skiff", "Postfix"];
+
+const SESSIONS = 20;
+const SIZE = 2048;
+const MAX_COUNT = 20_000;
+const MAX_IDLE = 1000;
+const USAGE = "Usage: bench.ts [--count N] [--only accept|relay|memory|idle] " +
+  "[--dir D | --journaled] [--idle N]";
+
+interface Args {
+  count: number;
+  idle: number;
+  only: Phase | null;
+  dir: string | null;
+  journaled: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { count: 2000, idle: 500, only: null, dir: null, journaled: false };
+  const number = (v: string | undefined, max: number, flag: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1 || n > max) {
+      throw new Error(`${flag} wants a whole number from 1 to ${max}, got ${v}`);
+    }
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const f = argv[i];
+    if (f === "--count") a.count = number(argv[++i], MAX_COUNT, f);
+    else if (f === "--idle") a.idle = number(argv[++i], MAX_IDLE, f);
+    else if (f === "--only") {
+      const v = argv[++i] as Phase;
+      if (!PHASES.includes(v)) throw new Error(`--only wants one of ${PHASES.join("|")}`);
+      a.only = v;
+    } else if (f === "--dir") a.dir = argv[++i] ?? "";
+    else if (f === "--journaled") a.journaled = true;
+    else throw new Error(`Unknown argument ${f}\n${USAGE}`);
+  }
+  if (a.dir !== null && a.journaled) throw new Error("--dir and --journaled exclude each other");
+  return a;
+}
+
+// ---------------------------------------------------------------------------
+// Runs
+
+/** One MTA's numbers from one phase, plus what went wrong. */
+interface RunResult {
+  rate?: number;
+  /** skiff: VmHWM of the process; Postfix: not meaningful (many processes). */
+  hwm?: number;
+  peak?: Memory;
+  perConn?: { rss: number; pss: number };
+  notes: string[];
+}
+
+function startMta(
+  kind: Kind,
+  dir: string,
+  opts: { relayhost: string; port?: number; connections?: number },
+): Promise<Mta> {
+  const port = opts.port ?? freePort();
+  const connections = opts.connections ?? 100;
+  return kind === "skiff"
+    ? Skiff.start({ dir, port, relayhost: opts.relayhost, connections })
+    : Postfix.start({ dir, port, relayhost: opts.relayhost, maxproc: connections });
+}
+
+async function describe(mta: Mta, n: number, src: Awaited<ReturnType<typeof run>>) {
+  const notes: string[] = [];
+  if (src.timedOut) notes.push(`smtp-source timed out after ${(src.ms / 1000).toFixed(1)} s`);
+  if (src.code !== 0 || src.stderr.trim()) {
+    notes.push(`smtp-source exit ${src.code}: ${src.stderr.trim().split("\n").slice(0, 3)}`);
+  }
+  const ev = await mta.events();
+  const summary = Object.entries(ev).map(([k, v]) => `${k}=${v}`).join(" ");
+  notes.push(`log: ${summary}; queue files now: ${mta.queued()}`);
+  if (ev.received !== n) notes.push(`**received ${ev.received} of ${n}**`);
+  const problems = mta instanceof Skiff ? mta.problems(3) : await (mta as Postfix).problems(3);
+  for (const p of problems) notes.push(`log line: \`${p.slice(0, 240)}\``);
+  return notes;
+}
+
+/**
+ * Accept rate: smtp-source pushes N messages over 20 sessions; the relayhost
+ * is a closed port, so each MTA queues the mail, tries once, fails to
+ * connect and defers it. Memory is sampled throughout.
+ */
+async function acceptRun(kind: Kind, dir: string, n: number): Promise<RunResult> {
+  const closed = freePort(); // released at once: connecting to it is refused
+  const mta = await startMta(kind, dir, { relayhost: `127.0.0.1:${closed}` });
+  try {
+    const sampler = new MemorySampler(() => mta.roots());
+    const src = await smtpSource({
+      port: mta.port,
+      count: n,
+      sessions: SESSIONS,
+      size: SIZE,
+      timeoutMs: 30_000 + n * 20,
+    });
+    await sleep(1500); // let the queue manager and the log catch up
+    const peak = sampler.stop();
+    const hwm = mta instanceof Skiff ? peakRss(mta.pid) : undefined;
+    const notes = await describe(mta, n, src);
+    const ok = src.code === 0 && !src.timedOut;
+    return { rate: ok ? n / (src.ms / 1000) : undefined, peak, hwm, notes };
+  } finally {
+    await mta.stop();
+  }
+}
+
+/**
+ * End-to-end relay rate: both relay to one fresh smtp-sink each; the clock
+ * runs from smtp-source's start until the sink has counted N messages.
+ */
+async function relayRun(kind: Kind, dir: string, n: number): Promise<RunResult> {
+  const sink = await Sink.start();
+  let mta: Mta | null = null;
+  try {
+    mta = await startMta(kind, dir, { relayhost: `127.0.0.1:${sink.port}` });
+    const t0 = performance.now();
+    const src = await smtpSource({
+      port: mta.port,
+      count: n,
+      sessions: SESSIONS,
+      size: SIZE,
+      timeoutMs: 30_000 + n * 20,
+    });
+    const done = await sink.waitCount(n, 30_000 + n * 30);
+    await sleep(1000);
+    const notes = await describe(mta, n, src);
+    notes.push(`sink counted ${sink.count}; smtp-source took ${(src.ms / 1000).toFixed(2)} s`);
+    if (done === null) notes.push(`**sink got ${sink.count} of ${n} before the deadline**`);
+    return { rate: done === null ? undefined : n / ((done - t0) / 1000), notes };
+  } finally {
+    await mta?.stop();
+    await sink.stop();
+  }
+}
+
+/**
+ * Idle connections: RSS and PSS of the MTA's processes before and after
+ * `count` connections that got their greeting and then say nothing.
+ */
+async function idleRun(kind: Kind, dir: string, count: number): Promise<RunResult> {
+  const closed = freePort();
+  const mta = await startMta(kind, dir, {
+    relayhost: `127.0.0.1:${closed}`,
+    connections: count + 100,
+  });
+  let conns: Deno.TcpConn[] = [];
+  try {
+    // A few connections first, so lazily compiled session code is not counted.
+    closeAll(await openIdle(mta.port, 5, 20_000));
+    await sleep(1500);
+    const before = memoryOf(processTree(mta.roots()));
+    conns = await openIdle(mta.port, count, 60_000);
+    await sleep(1500);
+    const after = memoryOf(processTree(mta.roots()));
+    return {
+      perConn: { rss: (after.rss - before.rss) / count, pss: (after.pss - before.pss) / count },
+      notes: [
+        `before: ${fmtMem(before)}; with ${count} idle: ${fmtMem(after)}`,
+      ],
+    };
+  } finally {
+    closeAll(conns);
+    await mta.stop();
+  }
+}
+
+function fmtMem(m: Memory): string {
+  return `RSS ${(m.rss / 1024).toFixed(1)} MiB, PSS ${
+    (m.pss / 1024).toFixed(1)
+  } MiB over ${m.processes} processes`;
+}
+
+// ---------------------------------------------------------------------------
+// Where the spools live
+
+interface Place {
+  dir: string;
+  what: string;
+  cleanup: () => Promise<void>;
+}
+
+async function place(a: Args): Promise<Place> {
+  if (a.journaled) return await mountJournaled();
+  const parent = a.dir ?? undefined;
+  const dir = await Deno.makeTempDir({ dir: parent, prefix: "skiff-bench-" });
+  await Deno.chmod(dir, 0o755);
+  const fs = (await run("findmnt", ["-n", "-o", "SOURCE,FSTYPE,OPTIONS", "--target", dir])).stdout
+    .trim();
+  return {
+    dir,
+    what: `${dir} (${fs})`,
+    cleanup: () => Deno.remove(dir, { recursive: true }).catch(() => {}),
+  };
+}
+
+/** A 400 MB ext4 image with a journal, loop-mounted, as production disks behave. */
+async function mountJournaled(): Promise<Place> {
+  const base = await Deno.makeTempDir({ prefix: "skiff-bench-img-" });
+  await Deno.chmod(base, 0o755);
+  const img = `${base}/ext4.img`;
+  const mnt = `${base}/mnt`;
+  let mounted = false;
+  const cleanup = async () => {
+    for (let i = 0; mounted && i < 10; i++) {
+      if ((await run("umount", [mnt], { timeoutMs: 30_000 })).code === 0) mounted = false;
+      else await sleep(500);
+    }
+    if (mounted) console.error(`bench: could not unmount ${mnt}; unmount it by hand`);
+    else await Deno.remove(base, { recursive: true }).catch(() => {});
+  };
+  try {
+    const f = await Deno.open(img, { create: true, write: true });
+    await f.truncate(400 * 1024 * 1024);
+    f.close();
+    const mk = await run("mkfs.ext4", ["-q", "-F", "-O", "has_journal", img], {
+      timeoutMs: 60_000,
+    });
+    if (mk.code !== 0) throw new Error(`mkfs.ext4 failed: ${mk.stderr}`);
+    await Deno.mkdir(mnt);
+    const mo = await run("mount", ["-o", "loop", img, mnt], { timeoutMs: 30_000 });
+    if (mo.code !== 0) throw new Error(`mount failed: ${mo.stderr}`);
+    mounted = true;
+    await Deno.chmod(mnt, 0o755);
+    return { dir: mnt, what: `${mnt} (loop-mounted 400 MB ext4 with a journal)`, cleanup };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Report
+
+function ratio(a?: number, b?: number): string {
+  return a === undefined || b === undefined || b === 0 ? "–" : `${(a / b).toFixed(2)}×`;
+}
+
+function num(v: number | undefined, digits = 0): string {
+  return v === undefined ? "failed" : v.toFixed(digits);
+}
+
+type Results = Partial<Record<Phase, Partial<Record<Kind, RunResult>>>>;
+
+function table(r: Results, a: Args): string {
+  const rows: string[][] = [];
+  const add = (label: string, better: string, s?: number, p?: number, digits = 0) =>
+    rows.push([label, num(s, digits), num(p, digits), ratio(s, p), better]);
+  const acc = r.accept;
+  if (acc && (a.only === null || a.only === "accept")) {
+    add(
+      `Accept rate, msg/s (${a.count} × 2 KB, 20 sessions)`,
+      "higher",
+      acc.skiff?.rate,
+      acc.Postfix?.rate,
+    );
+  }
+  const rel = r.relay;
+  if (rel) {
+    add(
+      `End-to-end relay rate to smtp-sink, msg/s (${a.count})`,
+      "higher",
+      rel.skiff?.rate,
+      rel.Postfix?.rate,
+    );
+  }
+  if (acc && (a.only === null || a.only === "memory")) {
+    const mib = (k?: number) => k === undefined ? undefined : k / 1024;
+    add(
+      "Peak RSS during accept run, MiB (skiff: VmHWM; Postfix: sampled sum)",
+      "lower",
+      mib(acc.skiff?.hwm),
+      mib(acc.Postfix?.peak?.rss),
+      1,
+    );
+    add(
+      "Peak PSS during accept run, MiB (sampled sum)",
+      "lower",
+      mib(acc.skiff?.peak?.pss),
+      mib(acc.Postfix?.peak?.pss),
+      1,
+    );
+  }
+  const idle = r.idle;
+  if (idle) {
+    add(
+      `RSS per idle connection, KiB (${a.idle} open)`,
+      "lower",
+      idle.skiff?.perConn?.rss,
+      idle.Postfix?.perConn?.rss,
+      1,
+    );
+    add(
+      `PSS per idle connection, KiB (${a.idle} open)`,
+      "lower",
+      idle.skiff?.perConn?.pss,
+      idle.Postfix?.perConn?.pss,
+      1,
+    );
+  }
+  const head = ["Measure", "skiff", "Postfix", "skiff/Postfix", "better"];
+  return [head, head.map(() => "---"), ...rows].map((c) => `| ${c.join(" | ")} |`).join("\n");
+}
+
+function notes(r: Results): string {
+  const out: string[] = [];
+  for (const phase of PHASES) {
+    for (const kind of KINDS) {
+      for (const n of r[phase]?.[kind]?.notes ?? []) out.push(`- ${phase}, ${kind}: ${n}`);
+    }
+  }
+  return out.join("\n");
+}
+
+async function machine(where: string): Promise<string> {
+  const cpu = (await Deno.readTextFile("/proc/cpuinfo")).match(/^model name\s*:\s*(.*)$/m)?.[1];
+  const pf = (await run("/usr/sbin/postconf", ["-d", "-h", "mail_version"])).stdout.trim();
+  const kernel = (await run("uname", ["-r"])).stdout.trim();
+  return [
+    `- CPU: ${navigator.hardwareConcurrency} × ${cpu ?? "unknown"}; Linux ${kernel}`,
+    `- Deno ${Deno.version.deno}; Postfix ${pf}`,
+    `- Spools and queues in ${where}`,
+  ].join("\n");
+}
+
+// ---------------------------------------------------------------------------
+
+async function phase<T>(
+  label: string,
+  fn: () => Promise<T>,
+): Promise<T | undefined> {
+  const t = performance.now();
+  console.error(`bench: ${label} ...`);
+  try {
+    const v = await fn();
+    console.error(`bench: ${label} done in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    return v;
+  } catch (err) {
+    console.error(`bench: ${label} failed: ${err instanceof Error ? err.stack : err}`);
+    return { notes: [`**failed: ${String(err).split("\n")[0]}**`] } as T;
+  }
+}
+
+async function main(): Promise<number> {
+  let a: Args;
+  try {
+    a = parseArgs(Deno.args);
+  } catch (err) {
+    console.error(err instanceof Error ? err.message : err);
+    return 64;
+  }
+  for (const bin of [SMTP_SOURCE, SMTP_SINK, POSTFIX]) {
+    try {
+      Deno.statSync(bin);
+    } catch {
+      console.error(`bench: ${bin} is missing: apt-get install postfix`);
+      return 69;
+    }
+  }
+  if (Deno.uid() !== 0) console.error("bench: not root; the private Postfix may not start");
+  const started = performance.now();
+  const where = await place(a);
+  const results: Results = {};
+  try {
+    const want = (p: Phase) => a.only === null || a.only === p;
+    let i = 0;
+    const sub = (name: string) => `${where.dir}/${++i}-${name}`;
+    if (want("accept") || want("memory")) {
+      results.accept = {};
+      for (const k of KINDS) {
+        results.accept[k] = await phase(
+          `accept ${k}`,
+          () => acceptRun(k, sub(`accept-${k}`), a.count),
+        );
+      }
+    }
+    if (want("relay")) {
+      results.relay = {};
+      for (const k of KINDS) {
+        results.relay[k] = await phase(`relay ${k}`, () => relayRun(k, sub(`relay-${k}`), a.count));
+      }
+    }
+    if (want("idle")) {
+      results.idle = {};
+      for (const k of KINDS) {
+        results.idle[k] = await phase(`idle ${k}`, () => idleRun(k, sub(`idle-${k}`), a.idle));
+      }
+    }
+  } finally {
+    await where.cleanup();
+  }
+  const secs = ((performance.now() - started) / 1000).toFixed(0);
+  console.log(`## skiff vs Postfix\n\n${await machine(where.what)}\n`);
+  console.log(table(results, a));
+  console.log(`\nWhole run: ${secs} s.\n\nNotes:\n\n${notes(results)}`);
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());
