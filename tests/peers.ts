@@ -9,13 +9,15 @@
 export interface Peer {
   bin: string;
   pkg: string;
+  /** A data file (such as a Python module) that need not be executable. */
+  data?: boolean;
 }
 
 /** True when the file exists and is executable by someone. */
-export function havePeer(bin: string): boolean {
+export function havePeer(bin: string, data = false): boolean {
   try {
     const st = Deno.statSync(bin);
-    return st.isFile && ((st.mode ?? 0) & 0o111) !== 0;
+    return st.isFile && (data || ((st.mode ?? 0) & 0o111) !== 0);
   } catch {
     return false;
   }
@@ -27,7 +29,7 @@ export function peerTest(
   needs: Peer[],
   fn: (t: Deno.TestContext) => Promise<void>,
 ): void {
-  const missing = needs.filter((p) => !havePeer(p.bin));
+  const missing = needs.filter((p) => !havePeer(p.bin, p.data));
   const inCi = Deno.env.get("CI") === "true";
   if (missing.length > 0 && !inCi) {
     for (const p of missing) {
@@ -57,4 +59,17 @@ export const PEERS = {
   swaks: { bin: "/usr/bin/swaks", pkg: "swaks" },
   smtpSink: { bin: "/usr/sbin/smtp-sink", pkg: "postfix" },
   smtpSource: { bin: "/usr/sbin/smtp-source", pkg: "postfix" },
+  postfix: { bin: "/usr/sbin/postfix", pkg: "postfix" },
+  openssl: { bin: "/usr/bin/openssl", pkg: "openssl" },
+  python3: { bin: "/usr/bin/python3", pkg: "python3" },
+  aiosmtpd: {
+    bin: "/usr/lib/python3/dist-packages/aiosmtpd/__main__.py",
+    pkg: "python3-aiosmtpd",
+    data: true,
+  },
+  dovecotLmtp: { bin: "/usr/lib/dovecot/lmtp", pkg: "dovecot-lmtpd" },
+  dnsmasq: { bin: "/usr/sbin/dnsmasq", pkg: "dnsmasq-base" },
+  msmtp: { bin: "/usr/bin/msmtp", pkg: "msmtp" },
+  mailx: { bin: "/usr/bin/bsd-mailx", pkg: "bsd-mailx" },
+  setpriv: { bin: "/usr/bin/setpriv", pkg: "util-linux" },
 } as const satisfies Record<string, Peer>;
