@@ -182,7 +182,8 @@ class ServerSession {
     let tooBig = false;
     let committed = false;
     try {
-      await writer.write(encoder.encode(header));
+      const headerBytes = encoder.encode(header);
+      await writer.write(headerBytes);
       while (true) {
         const ev = await this.#nextData();
         if (ev === null) return { ...reply(421, "4.4.2", "Connection lost"), close: true };
@@ -214,7 +215,7 @@ class ServerSession {
         received,
         client: { address: st.clientAddress, helo: st.helo ?? "" },
         protocol: st.esmtp ? "ESMTP" : "SMTP",
-        size: size + header.length,
+        size: size + headerBytes.length,
       };
       await writer.commit(envelope);
       committed = true;
