@@ -24,6 +24,7 @@ import {
   POSTFIX,
   Postfix,
   processTree,
+  ROOT,
   run,
   Sink,
   Skiff,
@@ -42,8 +43,9 @@ const SESSIONS = 20;
 const SIZE = 2048;
 const MAX_COUNT = 20_000;
 const MAX_IDLE = 1000;
+const MAX_ROUNDS = 9;
 const USAGE = "Usage: bench.ts [--count N] [--only accept|relay|memory|idle] " +
-  "[--dir D | --journaled] [--idle N]";
+  "[--dir D | --journaled] [--idle N] [--rounds R] [--skiff CHECKOUT]";
 
 interface Args {
   count: number;
@@ -51,10 +53,21 @@ interface Args {
   only: Phase | null;
   dir: string | null;
   journaled: boolean;
+  rounds: number;
+  /** The skiff checkout to run (default: this one). */
+  skiff: string | null;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { count: 2000, idle: 500, only: null, dir: null, journaled: false };
+  const a: Args = {
+    count: 2000,
+    idle: 500,
+    only: null,
+    dir: null,
+    journaled: false,
+    rounds: 3,
+    skiff: null,
+  };
   const number = (v: string | undefined, max: number, flag: string) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1 || n > max) {
@@ -66,12 +79,14 @@ function parseArgs(argv: string[]): Args {
     const f = argv[i];
     if (f === "--count") a.count = number(argv[++i], MAX_COUNT, f);
     else if (f === "--idle") a.idle = number(argv[++i], MAX_IDLE, f);
+    else if (f === "--rounds") a.rounds = number(argv[++i], MAX_ROUNDS, f);
     else if (f === "--only") {
       const v = argv[++i] as Phase;
       if (!PHASES.includes(v)) throw new Error(`--only wants one of ${PHASES.join("|")}`);
       a.only = v;
     } else if (f === "--dir") a.dir = argv[++i] ?? "";
     else if (f === "--journaled") a.journaled = true;
+    else if (f === "--skiff") a.skiff = argv[++i] ?? "";
     else throw new Error(`Unknown argument ${f}\n${USAGE}`);
   }
   if (a.dir !== null && a.journaled) throw new Error("--dir and --journaled exclude each other");
@@ -87,9 +102,16 @@ interface RunResult {
   /** skiff: VmHWM of the process; Postfix: not meaningful (many processes). */
   hwm?: number;
   peak?: Memory;
-  perConn?: { rss: number; pss: number };
+  /**
+   * Growth per idle connection, KiB. `single`: the MTA is one process, whose
+   * PSS would be lowered by the pages its deno binary shares with this bench.
+   */
+  perConn?: { rss: number; pss: number; single: boolean };
   notes: string[];
 }
+
+/** The skiff checkout under test (`--skiff`); this one by default. */
+let skiffRoot = ROOT;
 
 function startMta(
   kind: Kind,
@@ -99,7 +121,7 @@ function startMta(
   const port = opts.port ?? freePort();
   const connections = opts.connections ?? 100;
   return kind === "skiff"
-    ? Skiff.start({ dir, port, relayhost: opts.relayhost, connections })
+    ? Skiff.start({ dir, port, relayhost: opts.relayhost, connections, root: skiffRoot })
     : Postfix.start({ dir, port, relayhost: opts.relayhost, maxproc: connections });
 }
 
@@ -139,6 +161,7 @@ async function acceptRun(kind: Kind, dir: string, n: number): Promise<RunResult>
     const peak = sampler.stop();
     const hwm = mta instanceof Skiff ? peakRss(mta.pid) : undefined;
     const notes = await describe(mta, n, src);
+    notes.push(`memory after the run: ${fmtMem(memoryOf(processTree(mta.roots())))}`);
     const ok = src.code === 0 && !src.timedOut;
     return { rate: ok ? n / (src.ms / 1000) : undefined, peak, hwm, notes };
   } finally {
@@ -163,7 +186,9 @@ async function relayRun(kind: Kind, dir: string, n: number): Promise<RunResult> 
       size: SIZE,
       timeoutMs: 30_000 + n * 20,
     });
-    const done = await sink.waitCount(n, 30_000 + n * 30);
+    // After a failed submission the sink cannot reach n: wait only briefly.
+    const failed = src.code !== 0 || src.timedOut;
+    const done = await sink.waitCount(n, failed ? 5000 : 30_000 + n * 30);
     await sleep(1000);
     const notes = await describe(mta, n, src);
     notes.push(`sink counted ${sink.count}; smtp-source took ${(src.ms / 1000).toFixed(2)} s`);
@@ -195,7 +220,11 @@ async function idleRun(kind: Kind, dir: string, count: number): Promise<RunResul
     await sleep(1500);
     const after = memoryOf(processTree(mta.roots()));
     return {
-      perConn: { rss: (after.rss - before.rss) / count, pss: (after.pss - before.pss) / count },
+      perConn: {
+        rss: (after.rss - before.rss) / count,
+        pss: (after.pss - before.pss) / count,
+        single: mta instanceof Skiff,
+      },
       notes: [
         `before: ${fmtMem(before)}; with ${count} idle: ${fmtMem(after)}`,
       ],
@@ -273,72 +302,76 @@ async function mountJournaled(): Promise<Place> {
 // ---------------------------------------------------------------------------
 // Report
 
+/** Every round's result, per phase and MTA. */
+type Results = Partial<Record<Phase, Record<Kind, RunResult[]>>>;
+
+function median(values: (number | undefined)[]): number | undefined {
+  const v = values.filter((x): x is number => x !== undefined).sort((x, y) => x - y);
+  if (v.length === 0) return undefined;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 === 1 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
 function ratio(a?: number, b?: number): string {
   return a === undefined || b === undefined || b === 0 ? "–" : `${(a / b).toFixed(2)}×`;
 }
 
-function num(v: number | undefined, digits = 0): string {
-  return v === undefined ? "failed" : v.toFixed(digits);
+function cell(values: (number | undefined)[], digits: number): string {
+  const m = median(values);
+  if (m === undefined) return "failed";
+  const failed = values.filter((v) => v === undefined).length;
+  return m.toFixed(digits) + (failed > 0 ? ` (${failed} of ${values.length} failed)` : "");
 }
-
-type Results = Partial<Record<Phase, Partial<Record<Kind, RunResult>>>>;
 
 function table(r: Results, a: Args): string {
   const rows: string[][] = [];
-  const add = (label: string, better: string, s?: number, p?: number, digits = 0) =>
-    rows.push([label, num(s, digits), num(p, digits), ratio(s, p), better]);
-  const acc = r.accept;
-  if (acc && (a.only === null || a.only === "accept")) {
-    add(
-      `Accept rate, msg/s (${a.count} × 2 KB, 20 sessions)`,
-      "higher",
-      acc.skiff?.rate,
-      acc.Postfix?.rate,
-    );
+  const add = (
+    label: string,
+    better: string,
+    pick: (x: RunResult) => number | undefined,
+    runs?: Record<Kind, RunResult[]>,
+    digits = 0,
+  ) => {
+    if (!runs) return;
+    const s = runs.skiff.map(pick);
+    const p = runs.Postfix.map(pick);
+    rows.push([label, cell(s, digits), cell(p, digits), ratio(median(s), median(p)), better]);
+  };
+  const kib = (k?: number) => k === undefined ? undefined : k / 1024;
+  if (a.only === null || a.only === "accept") {
+    add(`Accept rate, msg/s (${a.count} × 2 KB, 20 sessions)`, "higher", (x) => x.rate, r.accept);
   }
-  const rel = r.relay;
-  if (rel) {
+  add(`End-to-end relay rate, msg/s (${a.count} to smtp-sink)`, "higher", (x) => x.rate, r.relay);
+  if (a.only === null || a.only === "memory") {
     add(
-      `End-to-end relay rate to smtp-sink, msg/s (${a.count})`,
-      "higher",
-      rel.skiff?.rate,
-      rel.Postfix?.rate,
-    );
-  }
-  if (acc && (a.only === null || a.only === "memory")) {
-    const mib = (k?: number) => k === undefined ? undefined : k / 1024;
-    add(
-      "Peak RSS during accept run, MiB (skiff: VmHWM; Postfix: sampled sum)",
+      "Peak memory in accept run, MiB (skiff RSS high-water; Postfix summed PSS)",
       "lower",
-      mib(acc.skiff?.hwm),
-      mib(acc.Postfix?.peak?.rss),
+      (x) => kib(x.hwm ?? x.peak?.pss),
+      r.accept,
       1,
     );
     add(
-      "Peak PSS during accept run, MiB (sampled sum)",
+      "Peak summed RSS in accept run, MiB (shared pages counted per process)",
       "lower",
-      mib(acc.skiff?.peak?.pss),
-      mib(acc.Postfix?.peak?.pss),
+      (x) => kib(x.hwm ?? x.peak?.rss),
+      r.accept,
       1,
     );
   }
-  const idle = r.idle;
-  if (idle) {
-    add(
-      `RSS per idle connection, KiB (${a.idle} open)`,
-      "lower",
-      idle.skiff?.perConn?.rss,
-      idle.Postfix?.perConn?.rss,
-      1,
-    );
-    add(
-      `PSS per idle connection, KiB (${a.idle} open)`,
-      "lower",
-      idle.skiff?.perConn?.pss,
-      idle.Postfix?.perConn?.pss,
-      1,
-    );
-  }
+  add(
+    `Memory per idle connection, KiB (${a.idle} open; skiff RSS, Postfix PSS)`,
+    "lower",
+    (x) => x.perConn && (x.perConn.single ? x.perConn.rss : x.perConn.pss),
+    r.idle,
+    1,
+  );
+  add(
+    `Summed RSS per idle connection, KiB (${a.idle} open)`,
+    "lower",
+    (x) => x.perConn?.rss,
+    r.idle,
+    1,
+  );
   const head = ["Measure", "skiff", "Postfix", "skiff/Postfix", "better"];
   return [head, head.map(() => "---"), ...rows].map((c) => `| ${c.join(" | ")} |`).join("\n");
 }
@@ -347,39 +380,106 @@ function notes(r: Results): string {
   const out: string[] = [];
   for (const phase of PHASES) {
     for (const kind of KINDS) {
-      for (const n of r[phase]?.[kind]?.notes ?? []) out.push(`- ${phase}, ${kind}: ${n}`);
+      const runs = r[phase]?.[kind] ?? [];
+      if (runs.length > 1 && runs.some((x) => x.rate !== undefined)) {
+        out.push(
+          `- ${phase}, ${kind}: msg/s per round: ${runs.map((x) => num(x.rate)).join(", ")}`,
+        );
+      }
+      runs.forEach((x, i) => {
+        const tag = runs.length > 1 ? ` round ${i + 1}` : "";
+        for (const n of x.notes) out.push(`- ${phase}, ${kind}${tag}: ${n}`);
+      });
     }
   }
   return out.join("\n");
 }
 
-async function machine(where: string): Promise<string> {
+function num(v: number | undefined): string {
+  return v === undefined ? "failed" : v.toFixed(0);
+}
+
+function loadavg(): string {
+  return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+}
+
+async function machine(where: string, loadBefore: string): Promise<string> {
   const cpu = (await Deno.readTextFile("/proc/cpuinfo")).match(/^model name\s*:\s*(.*)$/m)?.[1];
   const pf = (await run("/usr/sbin/postconf", ["-d", "-h", "mail_version"])).stdout.trim();
   const kernel = (await run("uname", ["-r"])).stdout.trim();
+  // Read-only git queries: which commit, and whether the code differs from it.
+  const head = await run("git", ["-C", skiffRoot, "rev-parse", "--short", "HEAD"]);
+  const dirty = await run("git", [
+    "-C",
+    skiffRoot,
+    "diff",
+    "--quiet",
+    "HEAD",
+    "--",
+    "lib",
+    "main.ts",
+  ]);
+  const rev = head.code !== 0
+    ? "not a git checkout"
+    : `commit ${head.stdout.trim()}${dirty.code === 0 ? "" : " plus uncommitted changes"}`;
   return [
     `- CPU: ${navigator.hardwareConcurrency} × ${cpu ?? "unknown"}; Linux ${kernel}`,
-    `- Deno ${Deno.version.deno}; Postfix ${pf}`,
+    `- Deno ${Deno.version.deno}; Postfix ${pf}; skiff from ${skiffRoot} (${rev})`,
     `- Spools and queues in ${where}`,
+    `- Load average (1, 5, 15 min) before: ${loadBefore}; after: ${loadavg()} ` +
+    "(anything above ~0.5 means other work shared the two cores)",
   ].join("\n");
 }
 
 // ---------------------------------------------------------------------------
 
-async function phase<T>(
-  label: string,
-  fn: () => Promise<T>,
-): Promise<T | undefined> {
+/** Runs one measurement; a failure becomes a result with a note, not an abort. */
+async function attempt(label: string, fn: () => Promise<RunResult>): Promise<RunResult> {
   const t = performance.now();
   console.error(`bench: ${label} ...`);
   try {
     const v = await fn();
-    console.error(`bench: ${label} done in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    const rate = v.rate === undefined ? "" : `: ${v.rate.toFixed(0)} msg/s`;
+    console.error(
+      `bench: ${label} done in ${((performance.now() - t) / 1000).toFixed(1)} s${rate}`,
+    );
     return v;
   } catch (err) {
     console.error(`bench: ${label} failed: ${err instanceof Error ? err.stack : err}`);
-    return { notes: [`**failed: ${String(err).split("\n")[0]}**`] } as T;
+    return { notes: [`**failed: ${String(err).split("\n")[0]}**`] };
   }
+}
+
+/**
+ * Accept and relay are repeated `rounds` times, the order of the two MTAs
+ * swapped each round (the later run sees a file system the earlier one has
+ * just filled or emptied); the table shows medians. Idle runs once.
+ */
+async function measure(a: Args, base: string): Promise<Results> {
+  const want = (p: Phase) => a.only === null || a.only === p;
+  const results: Results = {};
+  const empty = (): Record<Kind, RunResult[]> => ({ skiff: [], Postfix: [] });
+  let i = 0;
+  const sub = (name: string) => `${base}/${++i}-${name}`;
+  const fns: [Phase, (k: Kind, dir: string) => Promise<RunResult>][] = [];
+  if (want("accept") || want("memory")) fns.push(["accept", (k, d) => acceptRun(k, d, a.count)]);
+  if (want("relay")) fns.push(["relay", (k, d) => relayRun(k, d, a.count)]);
+  for (let round = 0; round < a.rounds && fns.length > 0; round++) {
+    const order = round % 2 === 0 ? KINDS : [...KINDS].reverse();
+    for (const [p, fn] of fns) {
+      const res = results[p] ??= empty();
+      for (const k of order) {
+        res[k].push(await attempt(`${p} ${k} (round ${round + 1})`, () => fn(k, sub(`${p}-${k}`))));
+      }
+    }
+  }
+  if (want("idle")) {
+    results.idle = empty();
+    for (const k of KINDS) {
+      results.idle[k].push(await attempt(`idle ${k}`, () => idleRun(k, sub(`idle-${k}`), a.idle)));
+    }
+  }
+  return results;
 }
 
 async function main(): Promise<number> {
@@ -398,42 +498,22 @@ async function main(): Promise<number> {
       return 69;
     }
   }
+  if (a.skiff !== null) skiffRoot = a.skiff.replace(/\/*$/, "/");
   if (Deno.uid() !== 0) console.error("bench: not root; the private Postfix may not start");
   const started = performance.now();
+  const loadBefore = loadavg();
   const where = await place(a);
-  const results: Results = {};
+  let results: Results;
   try {
-    const want = (p: Phase) => a.only === null || a.only === p;
-    let i = 0;
-    const sub = (name: string) => `${where.dir}/${++i}-${name}`;
-    if (want("accept") || want("memory")) {
-      results.accept = {};
-      for (const k of KINDS) {
-        results.accept[k] = await phase(
-          `accept ${k}`,
-          () => acceptRun(k, sub(`accept-${k}`), a.count),
-        );
-      }
-    }
-    if (want("relay")) {
-      results.relay = {};
-      for (const k of KINDS) {
-        results.relay[k] = await phase(`relay ${k}`, () => relayRun(k, sub(`relay-${k}`), a.count));
-      }
-    }
-    if (want("idle")) {
-      results.idle = {};
-      for (const k of KINDS) {
-        results.idle[k] = await phase(`idle ${k}`, () => idleRun(k, sub(`idle-${k}`), a.idle));
-      }
-    }
+    results = await measure(a, where.dir);
   } finally {
     await where.cleanup();
   }
   const secs = ((performance.now() - started) / 1000).toFixed(0);
-  console.log(`## skiff vs Postfix\n\n${await machine(where.what)}\n`);
+  const rounds = a.only === "idle" ? "" : `; accept and relay: median of ${a.rounds} rounds`;
+  console.log(`## skiff vs Postfix\n\n${await machine(where.what, loadBefore)}\n`);
   console.log(table(results, a));
-  console.log(`\nWhole run: ${secs} s.\n\nNotes:\n\n${notes(results)}`);
+  console.log(`\nWhole run: ${secs} s${rounds}.\n\nNotes:\n\n${notes(results)}`);
   return 0;
 }
 

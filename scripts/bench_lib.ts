@@ -149,7 +149,7 @@ export function memoryOf(pids: number[], withPss = true): Memory {
 /** Samples a process tree's summed memory and keeps the peaks. */
 export class MemorySampler {
   #roots: () => number[];
-  #timer: number;
+  #timer: ReturnType<typeof setInterval>;
   peak: Memory = { rss: 0, pss: 0, processes: 0 };
   samples = 0;
 
@@ -229,7 +229,10 @@ export class Skiff implements Mta {
   }
 
   /** Starts skiff and waits for its "ready" log line. */
-  static async start(opts: MtaOptions & { connections: number }): Promise<Skiff> {
+  static async start(
+    opts: MtaOptions & { connections: number; root?: string },
+  ): Promise<Skiff> {
+    const root = (opts.root ?? ROOT).replace(/\/*$/, "/");
     await Deno.mkdir(opts.dir, { recursive: true });
     const config = `${opts.dir}/skiff.toml`;
     await Deno.writeTextFile(
@@ -252,7 +255,17 @@ reply_timeout = 30
     );
     // The deno binary itself (not the scripts/deno wrapper), so the pid is skiff's.
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--quiet", "--allow-all", `${ROOT}main.ts`, "--config", config, "serve"],
+      args: [
+        "run",
+        "--quiet",
+        "--config",
+        `${root}deno.json`,
+        "--allow-all",
+        `${root}main.ts`,
+        "--config",
+        config,
+        "serve",
+      ],
       cwd: opts.dir,
       stdin: "null",
       stdout: "null",
@@ -277,11 +290,12 @@ reply_timeout = 30
 
   async #waitLog(re: RegExp, ms: number): Promise<void> {
     const deadline = Date.now() + ms;
-    let exited = false;
-    this.#child.status.then(() => exited = true);
+    let exited: number | null = null;
+    this.#child.status.then((st) => exited = st.code);
     while (!re.test(this.#log)) {
-      if (exited || Date.now() > deadline) {
-        throw new Error(`skiff did not log ${re}; log:\n${this.#log.slice(-4000)}`);
+      if (exited !== null || Date.now() > deadline) {
+        const how = exited !== null ? `exited with ${exited}` : `timed out after ${ms} ms`;
+        throw new Error(`skiff ${how} before logging ${re}; log: ${this.#log.slice(-2000)}`);
       }
       await sleep(50);
     }
@@ -671,7 +685,7 @@ async function readGreeting(c: Deno.TcpConn, deadline: number): Promise<void> {
   while (!/^220 [^\r\n]*\r\n/m.test(text)) {
     const left = deadline - Date.now();
     if (left <= 0) throw new Error("Timed out waiting for a greeting");
-    let timer = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const n = await Promise.race([
       c.read(buf),
       new Promise<null>((r) => timer = setTimeout(() => r(null), left)),
