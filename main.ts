@@ -7,12 +7,18 @@ import process from "node:process";
 import { EX_CONFIG, EX_SOFTWARE, EX_USAGE } from "./lib/cli/exit_codes.ts";
 import { flush } from "./lib/cli/flush.ts";
 import { mailq } from "./lib/cli/mailq.ts";
+import { queueCommand } from "./lib/cli/queue.ts";
+import { reload } from "./lib/cli/reload.ts";
+import { newaliasesCommand } from "./lib/cli/sendmail_modes.ts";
+import { status } from "./lib/cli/status.ts";
 import { sendmail } from "./lib/cli/sendmail.ts";
 import { serve } from "./lib/cli/serve.ts";
 import { ConfigError, describeConfig, loadConfig } from "./lib/config/load.ts";
 import type { Config } from "./lib/config/types.ts";
 import { VERSION } from "./lib/version.ts";
 import { workerMain } from "./lib/worker/child.ts";
+import { routeCommand } from "./lib/route/route_cli.ts";
+import { passwd } from "./lib/auth/passwd.ts";
 
 const HELP = `skiff ${VERSION} — a small, durable mail transfer agent
 
@@ -23,13 +29,19 @@ Commands:
   sendmail ...   submit a message read from stdin (sendmail-compatible flags)
   mailq          list the queue
   flush          try every queued message now (tells a running manager, or runs one pass)
+  queue ...      list [--json] | show ID | hold|release|delete|retry (IDs | --domain D | --all)
+  status         queue counts, oldest message, manager uptime and connections (--json)
+  reload         tell the running manager to re-read its config (as SIGHUP does)
   check-config   validate the config and print the effective settings
+  route ADDR...  show where each address would be delivered, and why
+  newaliases     compile the aliases file (delivery.aliases)
+  passwd USER    print a credentials line for USER (password on stdin)
   version        print the version
   help           this text
 
 The config comes from --config FILE, else $SKIFF_CONFIG, else the embedded default
 (SMTP on 127.0.0.1:2525, spool ./var/spool, Maildirs ./var/mail/<user>/).
-Invoked as "sendmail" or "mailq" (a link to the binary), skiff acts as that command.
+Invoked as "sendmail", "mailq" or "newaliases" (a link to the binary), skiff acts as that command.
 `;
 
 /** Splits off a leading --config/-c option. */
@@ -69,6 +81,7 @@ async function main(argv: string[]): Promise<number> {
   const invokedAs = process.argv0.split("/").pop() ?? "";
   if (invokedAs === "sendmail") argv = ["sendmail", ...argv];
   else if (invokedAs === "mailq") argv = ["mailq", ...argv];
+  else if (invokedAs === "newaliases") argv = ["newaliases", ...argv];
   let parsed;
   try {
     parsed = takeConfigPath(argv);
@@ -86,11 +99,23 @@ async function main(argv: string[]): Promise<number> {
       return await withConfig(parsed.path, mailq);
     case "flush":
       return await withConfig(parsed.path, flush);
+    case "queue":
+      return await withConfig(parsed.path, (c) => queueCommand(c, args));
+    case "status":
+      return await withConfig(parsed.path, (c) => status(c, args));
+    case "reload":
+      return await withConfig(parsed.path, reload);
+    case "route":
+      return await withConfig(parsed.path, (c) => routeCommand(c, args));
+    case "newaliases":
+      return await withConfig(parsed.path, (c) => newaliasesCommand(c, args));
     case "check-config":
       return await withConfig(parsed.path, (c) => {
         console.log(describeConfig(c));
         return Promise.resolve(0);
       });
+    case "passwd":
+      return await passwd(args);
     case "worker":
       return await workerMain();
     case "version":

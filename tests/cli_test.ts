@@ -1,7 +1,8 @@
 /**
  * The command line: config errors name the file and key and exit 78;
  * check-config prints the effective config; version and help; unknown
- * commands exit 64; sendmail submits to a running skiff.
+ * commands exit 64; sendmail submits to a running skiff (through the
+ * maildrop, which the manager watches, when no submission socket is configured).
  */
 import assert from "node:assert/strict";
 import { maildirFiles, runSkiff, SkiffServer, waitFor } from "./harness.ts";
@@ -64,6 +65,10 @@ Deno.test({
         "root@localhost",
       ], {
         stdin: msg,
+        // No submission socket in this config: the message goes through the
+        // maildrop (./var/maildrop, relative like the server's, hence the cwd),
+        // which the running manager watches.
+        cwd: server.dir,
       });
       assert.equal(r.code, 0, r.stderr);
       for (const user of ["erin", "frank"]) {

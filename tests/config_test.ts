@@ -34,7 +34,34 @@ Deno.test("embedded default parses into the documented values", () => {
     hostname: "localhost",
     spoolDir: "/srv/skiff/var/spool",
     relayNetworks: ["127.0.0.0/8", "::1/128"],
-    listeners: [{ address: { host: "127.0.0.1", port: 2525 }, protocol: "smtp" }],
+    listeners: [{
+      address: { kind: "tcp", host: "127.0.0.1", port: 2525 },
+      mode: 0o666,
+      protocol: "smtp",
+      tls: "none",
+      tlsCert: "",
+      tlsKey: "",
+      auth: "none",
+      authPlaintext: false,
+      requireAuth: false,
+      senders: "own",
+      destination: "router",
+      limits: {},
+    }, {
+      address: { kind: "unix", path: "/srv/skiff/var/run/submit.sock" },
+      mode: 0o666,
+      protocol: "smtp",
+      tls: "none",
+      tlsCert: "",
+      tlsKey: "",
+      auth: "none",
+      authPlaintext: false,
+      requireAuth: false,
+      senders: "own",
+      destination: "router",
+      limits: {},
+    }].map((l, i) => i === 1 ? { ...l, auth: "peercred" } : l),
+    auth: { credentials: "", trustedUsers: [], maxFailures: 5, failureWindow: 300 },
     limits: {
       messageSize: 10485760,
       commandLineLength: 512,
@@ -43,6 +70,11 @@ Deno.test("embedded default parses into the documented values", () => {
       dataTimeout: 600,
       errors: 10,
       connections: 100,
+      connectionsPerIp: 20,
+      sessionTimeout: 1800,
+      unknownCommands: 5,
+      unauthenticatedCommands: 20,
+      greetPause: 0,
     },
     queue: {
       retryMin: 300,
@@ -56,13 +88,33 @@ Deno.test("embedded default parses into the documented values", () => {
     relay: { relayhost: null, connectTimeout: 30, replyTimeout: 300 },
     local: { domains: ["localhost"], maildirRoot: "/srv/skiff/var/mail" },
     log: { format: "text", level: "info" },
+    delivery: {
+      delayWarning: 0,
+      maxReceived: 50,
+      nameserver: null,
+      dnsTimeout: 10,
+      aliases: "",
+      forward: false,
+      cacheSize: 20,
+      cacheIdle: 30,
+      concurrency: 10,
+      rate: 0,
+      tls: "may",
+      authUser: "",
+      authPassword: "",
+      localMailbox: "maildir",
+      mboxDir: "/srv/skiff/var/mail",
+      localUsers: false,
+    },
+    routes: [],
+    sendmail: { maildropDir: "/srv/skiff/var/maildrop", untrustedSender: "refuse" },
   });
 });
 
 Deno.test("loadConfig() without a path is the embedded default", async () => {
   const c = await loadConfig();
   assert.equal(c.source, "(embedded default)");
-  assert.equal(c.listeners[0].address.port, 2525);
+  assert.deepEqual(c.listeners[0].address, { kind: "tcp", host: "127.0.0.1", port: 2525 });
   assert.equal(EX_CONFIG, 78);
 });
 
@@ -105,9 +157,9 @@ protocol = "smtp"
   assert.deepEqual(c.relay.relayhost, { host: "smtp.example.org", port: 587 });
   assert.deepEqual(c.local.domains, ["example.org", "localhost"]);
   assert.equal(c.local.maildirRoot, "/var/mail");
-  assert.deepEqual(c.listeners, [
-    { address: { host: "::1", port: 25 }, protocol: "smtp" },
-    { address: { host: "0.0.0.0", port: 587 }, protocol: "smtp" },
+  assert.deepEqual(c.listeners.map((l) => [l.address, l.protocol]), [
+    [{ kind: "tcp", host: "::1", port: 25 }, "smtp"],
+    [{ kind: "tcp", host: "0.0.0.0", port: 587 }, "smtp"],
   ]);
 });
 
@@ -223,8 +275,8 @@ const BAD: [string, string, string, string][] = [
   [
     '[[listener]]\naddress = "127.0.0.1:25"\ntls = true',
     "listener[0].tls",
-    "one of address",
-    "unknown key",
+    'one of "none", "starttls", "implicit"',
+    "true",
   ],
 ];
 

@@ -97,6 +97,7 @@ message_size = 4096
 recipients = 3
 errors = 8
 command_timeout = 2
+unknown_commands = 50
 `,
     });
     try {

@@ -9,7 +9,7 @@ import { freePort, RawClient, runSkiff, SkiffServer, waitFor } from "./harness.t
 import { PEERS, peerTest } from "./peers.ts";
 import { Sink } from "./sink.ts";
 
-async function queueOne(port: number, to: string): Promise<void> {
+async function queueOne(port: number, to: string, subject = "flush"): Promise<void> {
   const c = await RawClient.connect(port);
   for (
     const line of [
@@ -18,7 +18,7 @@ async function queueOne(port: number, to: string): Promise<void> {
       "MAIL FROM:<a@localhost>",
       `RCPT TO:<${to}>`,
       "DATA",
-      "Subject: flush\r\n\r\nx\r\n.",
+      `Subject: ${subject}\r\n\r\nx\r\n.`,
     ]
   ) {
     if (line) await c.line(line);
@@ -89,3 +89,44 @@ peerTest("skiff flush with a manager running tells it to retry now", [PEERS.smtp
     await sink?.stop();
   }
 });
+
+peerTest(
+  "two cron flushes at once with no manager: each message is delivered exactly once",
+  [PEERS.smtpSink],
+  async () => {
+    const dead = await freePort();
+    const server = await SkiffServer.start({
+      toml: `[relay]\nrelayhost = "127.0.0.1:${dead}"\nconnect_timeout = 2\n`,
+    });
+    const subjects = ["c1", "c2", "c3", "c4"];
+    for (const s of subjects) await queueOne(server.port, `${s}@example.com`, s);
+    for (const s of subjects) await server.waitForLog(new RegExp(`deferred id=\\S+ to=<${s}@`));
+    await server.stop();
+    const sink = await Sink.start();
+    try {
+      const cfg = await Deno.readTextFile(server.configPath);
+      await Deno.writeTextFile(
+        server.configPath,
+        cfg.replace(`127.0.0.1:${dead}`, `127.0.0.1:${sink.port}`),
+      );
+      const [a, b] = await Promise.all([
+        runSkiff(["--config", server.configPath, "flush"]),
+        runSkiff(["--config", server.configPath, "flush"]),
+      ]);
+      assert.equal(a.code, 0, a.stdout + a.stderr);
+      assert.equal(b.code, 0, b.stdout + b.stderr);
+      const msgs = await sink.messages();
+      for (const s of subjects) {
+        assert.equal(
+          msgs.filter((m) => new RegExp(`^Subject: ${s}\\r?$`, "m").test(m)).length,
+          1,
+          s,
+        );
+      }
+      assert.equal(msgs.length, subjects.length);
+    } finally {
+      await sink.stop();
+      await server.cleanup();
+    }
+  },
+);

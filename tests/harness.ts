@@ -69,6 +69,8 @@ export interface ServerOptions {
   port?: number;
   /** Lines of the [queue] table (default: fast retries for tests). */
   queue?: string;
+  /** The [local] domains (default ["localhost"]). */
+  domains?: string[];
 }
 
 /** A running `skiff serve`. */
@@ -102,7 +104,7 @@ spool_dir = "${dir}/spool"
 address = "127.0.0.1:${port}"
 protocol = "smtp"
 [local]
-domains = ["localhost"]
+domains = ${JSON.stringify(opts.domains ?? ["localhost"])}
 maildir_root = "${dir}/mail"
 [queue]
 ${opts.queue ?? "retry_min = 1\nretry_max = 4"}

@@ -98,26 +98,32 @@ for (const [name, fault] of Object.entries(FAULTS)) {
 }
 
 Deno.test({
-  name: "a real worker child reports delete once every recipient is final",
+  name: "a real worker child delivers from the content on stdin and reports each result",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
     const { dir, cfg, spool, id } = await setup();
     try {
       const report = await runWorkerJob({
-        v: 1,
+        v: 2,
         file: id,
-        spoolDir: cfg.spoolDir,
-        maildirRoot: cfg.local.maildirRoot,
         hostname: "localhost",
-        recipients: [0],
-        retryMin: 1,
-        retryMax: 2,
+        sender: "a@localhost",
+        size: (await spool.load(id)).envelope.size,
+        targets: [{
+          rcpt: 0,
+          address: "dave@localhost",
+          user: "dave",
+          destination: { kind: "maildir", path: cfg.local.maildirRoot, user: null },
+        }],
         log: cfg.log,
-      }, { timeoutMs: 20_000 });
-      assert.deepEqual(report, { file: id, delete: true });
-      const state = await spool.load(id);
-      assert.equal(state.recipients[0].status, "delivered");
+      }, {
+        timeoutMs: 20_000,
+        content: async () => (await spool.content(id)).stream,
+      });
+      assert.equal(report.file, id);
+      assert.deepEqual(report.results.map((r) => [r.rcpt, r.outcome]), [[0, "delivered"]]);
+      assert.equal((await maildirFiles(`${dir}/mail/dave`)).length, 1);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

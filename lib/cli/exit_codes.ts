@@ -9,3 +9,6 @@ export const EX_OSERR = 71;
 export const EX_IOERR = 74;
 export const EX_TEMPFAIL = 75;
 export const EX_CONFIG = 78;
+export const EX_NOUSER = 67;
+export const EX_CANTCREAT = 73;
+export const EX_NOPERM = 77;

@@ -1,54 +1,26 @@
 /**
- * `skiff mailq` (and `sendmail -bp`): lists the queue in the familiar Postfix
- * layout, read straight from the spool's journals, so it works whether or not
- * a manager is running.
+ * `skiff mailq` (and `sendmail -bp`, a `mailq` link): lists the queue in the
+ * familiar Postfix layout. Asks a running manager (which marks active
+ * messages with `*`), else reads the spool's journals directly; held
+ * messages are marked `!`. The queue is private to the manager's user: others
+ * get a clear refusal (exit 77), not a stack trace.
  */
 import type { Config } from "../config/types.ts";
-import { Spool } from "../spool/spool.ts";
-
-function arrival(ms: number): string {
-  const d = new Date(ms);
-  return d.toUTCString().replace(/^(\w+), (\d+) (\w+) \d+ ([\d:]+) GMT$/, "$1 $3 $2 $4");
-}
+import { ControlError } from "../control/client.ts";
+import { EX_NOPERM, EX_OK } from "./exit_codes.ts";
+import { fetchQueue, formatMailq } from "./queue.ts";
 
 /** Prints the queue; returns the exit code. */
 export async function mailq(cfg: Config): Promise<number> {
-  const spool = new Spool(cfg.spoolDir);
-  let ids: string[];
   try {
-    ids = await spool.list();
+    console.log(formatMailq((await fetchQueue(cfg)) ?? []));
+    return EX_OK;
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) ids = [];
-    else throw err;
-  }
-  if (ids.length === 0) {
-    console.log("Mail queue is empty");
-    return 0;
-  }
-  console.log("-Queue ID-       --Size-- ----Arrival Time---- -Sender/Recipient-------");
-  let bytes = 0;
-  let count = 0;
-  for (const id of ids) {
-    let state;
-    try {
-      state = await spool.load(id);
-    } catch {
-      continue; // removed while we looked
-    }
-    const env = state.envelope;
-    bytes += env.size;
-    count++;
-    console.log(
-      `${id.padEnd(16)} ${String(env.size).padStart(8)} ${arrival(env.received).padEnd(20)} ` +
-        `${env.from || "MAILER-DAEMON"}`,
+    if (!(err instanceof ControlError) && !(err instanceof Deno.errors.PermissionDenied)) throw err;
+    console.error(
+      `mailq: cannot read the queue in ${cfg.spoolDir} (${(err as Error).message}); ` +
+        "only root and the user skiff runs as may list it",
     );
-    for (const r of state.recipients) {
-      if (r.status === "delivered" || r.status === "failed") continue;
-      if (r.text) console.log(`${" ".repeat(47)}(${r.text.slice(0, 200)})`);
-      console.log(`${" ".repeat(47)}${r.address}`);
-    }
-    console.log("");
+    return EX_NOPERM;
   }
-  console.log(`-- ${Math.ceil(bytes / 1024)} Kbytes in ${count} Request${count === 1 ? "" : "s"}.`);
-  return 0;
 }

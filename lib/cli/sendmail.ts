@@ -1,105 +1,39 @@
 /**
- * `skiff sendmail` (and a `sendmail` link): reads a message on stdin and
- * hands it to the running manager. This first version submits over SMTP to
- * the first configured listener; the unix submission socket with kernel
- * peer credentials and the maildrop for when no manager runs come with the
- * sendmail-shim issue. Flags follow sendmail: -t -i -oi -f -r -F -bm -bp -q -v,
- * other -o options are accepted with a warning; unknown flags are EX_USAGE.
+ * `skiff sendmail` (and a `sendmail` link): the sendmail-compatible front
+ * end every Unix program calls. It reads the message on stdin, completes its
+ * headers (sendmail_message.ts) and hands it over: on the manager's unix
+ * submission socket when the manager runs (the kernel says who we are), else
+ * into the maildrop (the file's owner says who we are), so mail is never
+ * lost because the daemon is down. Only the uid decides the identity:
+ * $USER and $LOGNAME are never trusted. Other modes (-bp, -bs, -bi, -bv,
+ * -q) hand off to their commands. Exit codes follow sysexits.h.
  */
 import type { Config } from "../config/types.ts";
-import { sendMessage } from "../smtp/client.ts";
+import { dropMessage, ensureMaildrop } from "../maildrop/drop.ts";
+import type { DropEnvelope } from "../maildrop/format.ts";
+import { loginOf } from "../maildrop/passwd.ts";
+import { senderAllowed } from "../maildrop/sender_policy.ts";
 import { parseMailbox } from "../smtp/command.ts";
-import { rfc5322Date } from "../smtp/received.ts";
-import { newQueueId } from "../spool/queue_id.ts";
-import { EX_DATAERR, EX_OK, EX_TEMPFAIL, EX_USAGE } from "./exit_codes.ts";
+import {
+  EX_CANTCREAT,
+  EX_DATAERR,
+  EX_NOPERM,
+  EX_NOUSER,
+  EX_OK,
+  EX_TEMPFAIL,
+  EX_USAGE,
+} from "./exit_codes.ts";
 import { flush } from "./flush.ts";
 import { mailq } from "./mailq.ts";
+import { queueCommand } from "./queue.ts";
+import { parseSendmailArgs, type SendmailArgs, UsageError } from "./sendmail_args.ts";
+import { prepareMessage } from "./sendmail_message.ts";
+import { newaliasesCommand, verifyCommand } from "./sendmail_modes.ts";
+import { stdioSession } from "./stdio_session.ts";
+import { submitOnSocket } from "./submit_socket.ts";
+import { submissionListener } from "./submit_target.ts";
 
-/** Parsed sendmail command line. */
-export interface SendmailArgs {
-  mode: "deliver" | "queue-list" | "flush";
-  fromHeaders: boolean;
-  dotEnds: boolean;
-  sender: string | null;
-  fullName: string | null;
-  verbose: boolean;
-  recipients: string[];
-  warnings: string[];
-}
-
-/** A usage error naming what was wrong. */
-export class UsageError extends Error {}
-
-/** Parses sendmail's flags (its own syntax: -fADDR and -f ADDR, -oi, -bX). */
-export function parseSendmailArgs(argv: string[]): SendmailArgs {
-  const a: SendmailArgs = {
-    mode: "deliver",
-    fromHeaders: false,
-    dotEnds: true,
-    sender: null,
-    fullName: null,
-    verbose: false,
-    recipients: [],
-    warnings: [],
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    const value = (flag: string) => {
-      const rest = arg.slice(flag.length);
-      if (rest !== "") return rest;
-      if (i + 1 >= argv.length) throw new UsageError(`Option ${flag} needs a value`);
-      return argv[++i];
-    };
-    if (arg === "--") {
-      a.recipients.push(...argv.slice(i + 1));
-      break;
-    } else if (!arg.startsWith("-") || arg === "-") a.recipients.push(arg);
-    else if (arg === "-t") a.fromHeaders = true;
-    else if (arg === "-i" || arg === "-oi") a.dotEnds = false;
-    else if (arg.startsWith("-f") || arg.startsWith("-r")) a.sender = value(arg.slice(0, 2));
-    else if (arg.startsWith("-F")) a.fullName = value("-F");
-    else if (arg === "-bm") a.mode = "deliver";
-    else if (arg === "-bp") a.mode = "queue-list";
-    else if (arg === "-q") a.mode = "flush";
-    else if (arg === "-v") a.verbose = true;
-    else if (arg.startsWith("-o")) a.warnings.push(`Option ${arg} ignored`);
-    else throw new UsageError(`Unknown option ${arg}`);
-  }
-  return a;
-}
-
-/** The submitting user's login name. */
-function loginName(): string {
-  return Deno.env.get("USER") ?? Deno.env.get("LOGNAME") ??
-    (Deno.uid() === 0 ? "root" : `uid${Deno.uid()}`);
-}
-
-/** Reads stdin as text lines, stopping at a lone "." unless -i. */
-async function readMessage(dotEnds: boolean): Promise<string[]> {
-  const text = new TextDecoder().decode(await new Response(Deno.stdin.readable).arrayBuffer());
-  const lines = text.split(/\r?\n/);
-  if (lines.at(-1) === "") lines.pop();
-  if (dotEnds) {
-    const dot = lines.indexOf(".");
-    if (dot >= 0) lines.length = dot;
-  }
-  return lines;
-}
-
-/** Addresses in a header value like `A <a@x>, b@y`. */
-function headerAddresses(value: string): string[] {
-  return [...value.matchAll(/<([^<>\s]+@[^<>\s]+)>|([^\s,<>"]+@[^\s,<>"]+)/g)].map((m) =>
-    m[1] ?? m[2]
-  );
-}
-
-/** Splits header lines from body lines, unfolding nothing (headers are passed on as given). */
-function splitHeaders(lines: string[]): { headers: string[]; body: string[] } {
-  const end = lines.indexOf("");
-  return end < 0
-    ? { headers: lines, body: [] }
-    : { headers: lines.slice(0, end), body: lines.slice(end) };
-}
+export { parseSendmailArgs, type SendmailArgs, UsageError };
 
 /** Runs `sendmail`; returns the exit code. */
 export async function sendmail(cfg: Config, argv: string[]): Promise<number> {
@@ -107,65 +41,140 @@ export async function sendmail(cfg: Config, argv: string[]): Promise<number> {
   try {
     args = parseSendmailArgs(argv);
   } catch (err) {
-    console.error(`sendmail: ${(err as Error).message}`);
+    if (!(err instanceof UsageError)) throw err;
+    console.error(`sendmail: ${err.message}`);
     return EX_USAGE;
   }
-  for (const w of args.warnings) console.error(`sendmail: ${w}`);
-  if (args.mode === "queue-list") return await mailq(cfg);
-  if (args.mode === "flush") return await flush(cfg);
-  const user = loginName();
-  const sender = args.sender ?? `${user}@${cfg.hostname}`;
-  if (sender !== "" && sender !== "<>" && !parseMailbox(sender)) {
+  for (const w of args.warnings) console.error(`sendmail: warning: ${w}`);
+  switch (args.mode) {
+    case "queue-list":
+      return await mailq(cfg);
+    case "flush":
+      return args.flushDomain
+        ? await queueCommand(cfg, ["retry", "--domain", args.flushDomain])
+        : await flush(cfg);
+    case "newaliases":
+      return await newaliasesCommand(cfg, args.verbose ? ["-v"] : []);
+    case "verify":
+      return await verifyCommand(cfg, args.recipients);
+    case "smtp":
+      return await stdioSession(cfg);
+    case "deliver":
+      return await deliver(cfg, args);
+  }
+}
+
+/** Appends @hostname to a bare local part, as Postfix's append_at_myorigin does. */
+function qualify(address: string, hostname: string): string {
+  return address.includes("@") ? address : `${address}@${hostname}`;
+}
+
+async function deliver(cfg: Config, args: SendmailArgs): Promise<number> {
+  const uid = Deno.uid() ?? -1;
+  const user = await loginOf(uid);
+  const own = `${user.name}@${cfg.hostname}`;
+  const sender = args.sender === null
+    ? own
+    : args.sender === ""
+    ? ""
+    : qualify(args.sender, cfg.hostname);
+  if (sender !== "" && !parseMailbox(sender)) {
     console.error(`sendmail: bad sender address ${JSON.stringify(sender)}`);
     return EX_DATAERR;
   }
-  const { headers, body } = splitHeaders(await readMessage(args.dotEnds));
-  const recipients = [...args.recipients];
-  const kept: string[] = [];
-  // Header name of the line being read; continuation lines belong to it.
-  let current: string | undefined;
-  for (const h of headers) {
-    const name = /^([!-9;-~]+):/.exec(h)?.[1].toLowerCase();
-    if (name !== undefined) current = name;
-    const value = name !== undefined ? h.slice(h.indexOf(":") + 1) : h;
-    if (args.fromHeaders && (current === "to" || current === "cc" || current === "bcc")) {
-      recipients.push(...headerAddresses(value));
-    }
-    if (current !== "bcc") kept.push(h); // -t removes Bcc
+  const allowed = senderAllowed(cfg, { login: user.name, uid, sender });
+  if (!allowed && cfg.sendmail.untrustedSender === "refuse") {
+    console.error(
+      `sendmail: ${user.name} may not use the sender address <${sender}> ` +
+        `(only root and auth.trusted_users may set another user's address)`,
+    );
+    return EX_NOPERM;
   }
+  const input = new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer());
+  if (input.length > cfg.limits.messageSize) {
+    console.error(
+      `sendmail: the message (${input.length} bytes) exceeds the size limit of ` +
+        `${cfg.limits.messageSize} bytes`,
+    );
+    return EX_DATAERR;
+  }
+  const msg = prepareMessage(input, {
+    dotEnds: args.dotEnds,
+    extract: args.extract,
+    fromAddress: sender || own,
+    fullName: args.fullName ?? user.fullName,
+    hostname: cfg.hostname,
+    now: Date.now(),
+  });
+  const recipients = [...new Set([...args.recipients, ...msg.extracted])].map((r) =>
+    qualify(r.replace(/^<(.*)>$/, "$1"), cfg.hostname)
+  );
   if (recipients.length === 0) {
-    console.error("sendmail: no recipients given (name them as arguments or use -t)");
+    console.error("sendmail: no recipients given (name them as arguments, or use -t)");
     return EX_USAGE;
   }
-  const has = (n: string) => kept.some((h) => h.toLowerCase().startsWith(`${n}:`));
-  const added: string[] = [];
-  if (!has("from")) {
-    added.push(`From: ${args.fullName ? `${args.fullName} ` : ""}<${sender || user}>`);
+  const bad = recipients.find((r) => !parseMailbox(r));
+  if (bad) {
+    console.error(`sendmail: bad recipient address ${JSON.stringify(bad)}`);
+    return EX_DATAERR;
   }
-  if (!has("date")) added.push(`Date: ${rfc5322Date(Date.now())}`);
-  if (!has("message-id")) added.push(`Message-ID: <${newQueueId()}@${cfg.hostname}>`);
-  const text = [...added, ...kept, ...body].map((l) => l + "\r\n").join("");
-  const bytes = new TextEncoder().encode(text);
-  const l = cfg.listeners[0];
-  const result = await sendMessage({
-    host: l.address.host,
-    port: l.address.port,
-    helo: cfg.hostname,
-    connectTimeoutMs: 10_000,
-    replyTimeoutMs: 60_000,
-  }, {
-    from: sender === "<>" ? "" : sender,
-    recipients,
-    size: bytes.length,
-    content: () => Promise.resolve(new Blob([bytes]).stream()),
-  });
-  let status = EX_OK;
-  for (const r of result.recipients) {
-    if (args.verbose || r.outcome !== "delivered") {
-      console.error(`sendmail: <${r.address}>: ${r.outcome} (${r.code} ${r.dsn} ${r.text})`);
+  const verbose = (s: string) => args.verbose && console.error(`sendmail: ${s}`);
+  const target = submissionListener(cfg);
+  // A flagged sender (untrusted_sender = "warn") goes through the maildrop,
+  // where the pickup adds the X-Authentication-Warning header.
+  if (target && allowed) {
+    const r = await submitOnSocket({
+      path: target.path,
+      helo: cfg.hostname,
+      from: sender,
+      recipients,
+      notify: args.notify,
+      ret: args.ret,
+      envid: args.envid,
+      body: args.body,
+      content: msg.content,
+      trace: args.verbose ? (l) => console.error(l) : undefined,
+    });
+    for (const f of r.kind === "unavailable" ? [] : r.refused) {
+      console.error(`sendmail: <${f.address}>: refused: ${f.reply}`);
     }
-    if (r.outcome === "failed" && status === EX_OK) status = EX_DATAERR;
-    if (r.outcome === "deferred") status = EX_TEMPFAIL;
+    if (r.kind === "accepted") {
+      verbose(`submitted on ${target.path}: ${r.reply}`);
+      return r.refused.length > 0 ? EX_NOUSER : EX_OK;
+    }
+    if (r.kind === "rejected" && !r.temporary) {
+      console.error(`sendmail: the message was refused: ${r.reply}`);
+      return /\b5\.7\.\d/.test(r.reply) ? EX_NOPERM : r.refused.length ? EX_NOUSER : EX_DATAERR;
+    }
+    verbose(
+      `submission socket ${target.path} not usable (${
+        r.kind === "unavailable" ? r.reason : r.reply
+      }); using the maildrop`,
+    );
   }
-  return status;
+  const env: DropEnvelope = {
+    from: sender,
+    recipients: recipients.map((address) => ({
+      address,
+      ...(args.notify ? { notify: args.notify } : {}),
+    })),
+  };
+  const params: Record<string, string> = {};
+  if (args.ret) params.RET = args.ret;
+  if (args.envid) params.ENVID = args.envid;
+  if (args.body) params.BODY = args.body;
+  if (Object.keys(params).length > 0) env.params = params;
+  try {
+    await ensureMaildrop(cfg.sendmail.maildropDir);
+    const name = await dropMessage(cfg.sendmail.maildropDir, env, msg.content);
+    verbose(`queued in the maildrop as ${name}; the manager or the next flush picks it up`);
+  } catch (err) {
+    console.error(
+      `sendmail: cannot write to the maildrop ${cfg.sendmail.maildropDir}: ${
+        (err as Error).message
+      }`,
+    );
+    return err instanceof Deno.errors.PermissionDenied ? EX_CANTCREAT : EX_TEMPFAIL;
+  }
+  return EX_OK;
 }

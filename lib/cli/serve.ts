@@ -2,14 +2,17 @@
  * `skiff serve`: the long-running queue manager. Loads the config, recovers
  * the spool, takes the spool lock (one manager per spool), starts the queue
  * manager and every listener, and handles signals: SIGTERM/SIGINT stop
- * gracefully, SIGUSR2 flushes the queue, SIGHUP is logged (reload comes
- * later), SIGUSR1 is caught and ignored (see scripts/deno on why).
+ * gracefully, SIGUSR2 flushes the queue, SIGHUP re-reads the config and
+ * the listeners' TLS certificates and SASL credentials, SIGUSR1 is caught
+ * and ignored (see scripts/deno on why). The control socket and maildrop
+ * pickup come from lib/control/attach.ts.
  */
 import type { Config } from "../config/types.ts";
-import { type Listener, startSmtpListener } from "../listen/smtp_listener.ts";
+import { type ListenerGroup, startListeners } from "../listen/mod.ts";
 import { logError, logEvent, logWarn, setupLogging } from "../log/log.ts";
 import { QueueManager } from "../queue/manager.ts";
 import { Spool } from "../spool/spool.ts";
+import { attachControl, type Attached } from "../control/attach.ts";
 import { VERSION } from "../version.ts";
 import { EX_TEMPFAIL, EX_UNAVAILABLE } from "./exit_codes.ts";
 import { tryLockSpool } from "./spool_lock.ts";
@@ -38,20 +41,20 @@ export async function serve(cfg: Config): Promise<number> {
     queued: messages,
     removed_partials: removedPartials,
   });
-  const listeners: Listener[] = [];
-  for (const lc of cfg.listeners) {
-    try {
-      listeners.push(
-        await startSmtpListener(lc, { config: cfg, spool, onQueued: (id) => manager.enqueue(id) }),
-      );
-    } catch (err) {
-      logError("listener failed", { error: (err as Error).message });
-      console.error(`skiff: ${(err as Error).message}`);
-      for (const l of listeners) await l.close(0);
-      await manager.stop();
-      return EX_UNAVAILABLE;
-    }
+  let group: ListenerGroup;
+  try {
+    group = await startListeners(cfg, {
+      config: cfg,
+      spool,
+      onQueued: (id) => manager.enqueue(id),
+    });
+  } catch (err) {
+    logError("listener failed", { error: (err as Error).message });
+    console.error(`skiff: ${(err as Error).message}`);
+    await manager.stop();
+    return EX_UNAVAILABLE;
   }
+  const listeners = group.listeners;
   const stopped = new Promise<string>((resolve) => {
     for (const sig of ["SIGTERM", "SIGINT"] as const) {
       Deno.addSignalListener(sig, () => resolve(sig));
@@ -61,14 +64,28 @@ export async function serve(cfg: Config): Promise<number> {
     logEvent("flush requested", { queued: manager.size });
     manager.flush();
   });
-  Deno.addSignalListener(
-    "SIGHUP",
-    () => logEvent("reload requested", { note: "not implemented yet" }),
-  );
+  // The control socket, maildrop pickup and SIGHUP reload (config, then the listeners' certificates).
+  let control: Attached;
+  try {
+    control = await attachControl({
+      config: cfg,
+      spool,
+      manager,
+      connections: () => listeners.reduce((n, l) => n + l.connections(), 0),
+      reloadExtra: () => group.reload(),
+    });
+  } catch (err) {
+    logError("control socket failed", { error: (err as Error).message });
+    console.error(`skiff: ${(err as Error).message}`);
+    await group.close(0);
+    await manager.stop();
+    return EX_UNAVAILABLE;
+  }
   logEvent("ready", { listeners: listeners.map((l) => l.address).join(",") });
   const signal = await stopped;
   logEvent("stopping", { signal });
-  await Promise.all(listeners.map((l) => l.close(10_000)));
+  await control.close();
+  await group.close(10_000);
   await manager.stop();
   lock.release();
   logEvent("stopped", {});

@@ -37,6 +37,32 @@ export async function tryLockSpool(spoolDir: string, waitMs = 300): Promise<Spoo
   };
 }
 
+/**
+ * Waits for the spool lock without a time limit (the request cannot be
+ * cancelled: race it against a deadline and exit, which drops it).
+ */
+export async function lockSpoolWait(spoolDir: string): Promise<SpoolLock> {
+  await Deno.mkdir(spoolDir, { recursive: true, mode: 0o700 });
+  const file = await Deno.open(`${spoolDir}/lock`, {
+    read: true,
+    write: true,
+    create: true,
+    mode: 0o600,
+  });
+  await file.lock(true);
+  return {
+    writePid: async () => {
+      await file.truncate(0);
+      await file.write(new TextEncoder().encode(`${Deno.pid}\n`));
+    },
+    release: () => {
+      try {
+        file.close();
+      } catch { /* already closed */ }
+    },
+  };
+}
+
 /** The pid written in the lock file, or null. */
 export async function lockHolderPid(spoolDir: string): Promise<number | null> {
   try {

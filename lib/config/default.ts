@@ -14,7 +14,28 @@ relay_networks = ["127.0.0.0/8", "::1/128"]
 
 [[listener]]
 address = "127.0.0.1:2525"
+mode = "0666"
 protocol = "smtp"
+tls = "none"
+tls_cert = ""
+tls_key = ""
+auth = "none"
+auth_plaintext = false
+require_auth = false
+senders = "own"
+destination = "router"
+
+[[listener]]
+address = "unix:./var/run/submit.sock"
+mode = "0666"
+protocol = "smtp"
+auth = "peercred"
+
+[auth]
+credentials = ""
+trusted_users = []
+max_failures = 5
+failure_window = 300
 
 [limits]
 message_size = 10485760
@@ -24,6 +45,11 @@ command_timeout = 300
 data_timeout = 600
 errors = 10
 connections = 100
+connections_per_ip = 20
+session_timeout = 1800
+unknown_commands = 5
+unauthenticated_commands = 20
+greet_pause = 0
 
 [queue]
 retry_min = 300
@@ -46,4 +72,26 @@ maildir_root = "./var/mail"
 [log]
 format = "text"
 level = "info"
+
+[sendmail]
+maildrop_dir = "./var/maildrop"
+untrusted_sender = "refuse"
+
+[delivery]
+delay_warning = 0
+max_received = 50
+nameserver = ""
+dns_timeout = 10
+aliases = ""
+forward = false
+cache_size = 20
+cache_idle = 30
+concurrency = 10
+rate = 0
+tls = "may"
+auth_user = ""
+auth_password = ""
+local_mailbox = "maildir"
+mbox_dir = "./var/mail"
+local_users = false
 `;

@@ -12,7 +12,9 @@ import { parse, TomlError } from "smol-toml";
 import { resolve } from "node:path";
 import { formatCidr, parseCidr, parseIPv4, parseIPv6 } from "./cidr.ts";
 import { DEFAULT_CONFIG_TOML } from "./default.ts";
-import type { Config, HostPort, ListenerConfig, LogConfig } from "./types.ts";
+import { describeListener, readListenerLimits, readListeners } from "./listeners.ts";
+import type { Config, HostPort, LimitsConfig, LogConfig } from "./types.ts";
+import { describeRouting, readDelivery, readRoutes } from "../route/config.ts";
 
 /** sysexits.h EX_CONFIG: the exit status for a configuration error. */
 export const EX_CONFIG = 78;
@@ -66,13 +68,31 @@ const KEYS: Record<string, readonly string[]> = {
     "spool_dir",
     "relay_networks",
     "listener",
+    "auth",
     "limits",
     "queue",
     "relay",
     "local",
     "log",
+    "delivery",
+    "route",
+    "sendmail",
   ],
-  listener: ["address", "protocol"],
+  listener: [
+    "address",
+    "mode",
+    "protocol",
+    "tls",
+    "tls_cert",
+    "tls_key",
+    "auth",
+    "auth_plaintext",
+    "require_auth",
+    "senders",
+    "destination",
+    "limits",
+  ],
+  auth: ["credentials", "trusted_users", "max_failures", "failure_window"],
   limits: [
     "message_size",
     "command_line_length",
@@ -81,6 +101,11 @@ const KEYS: Record<string, readonly string[]> = {
     "data_timeout",
     "errors",
     "connections",
+    "connections_per_ip",
+    "session_timeout",
+    "unknown_commands",
+    "unauthenticated_commands",
+    "greet_pause",
   ],
   queue: [
     "retry_min",
@@ -94,6 +119,7 @@ const KEYS: Record<string, readonly string[]> = {
   relay: ["relayhost", "connect_timeout", "reply_timeout"],
   local: ["domains", "maildir_root"],
   log: ["format", "level"],
+  sendmail: ["maildrop_dir", "untrusted_sender"],
 };
 
 /**
@@ -108,9 +134,11 @@ const SECONDS = `a positive integer number of seconds (at most ${MAX_SECONDS})`;
 const HOSTPORT = 'an address "host:port" with a port 1-65535 (IPv6 as "[::1]:25")';
 const HOSTNAME = "a host name such as \"mail.example.org\" (letters, digits, '-' and '.')";
 
-type Table = Record<string, unknown>;
+/** A parsed TOML table. */
+export type Table = Record<string, unknown>;
 
-function isTable(v: unknown): v is Table {
+/** True for a TOML table (not an array or a date). */
+export function isTable(v: unknown): v is Table {
   return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Date);
 }
 
@@ -139,7 +167,7 @@ function tomlString(s: string): string {
 }
 
 /** A TOML inline value. */
-function inline(v: unknown): string {
+export function inline(v: unknown): string {
   if (typeof v === "string") return tomlString(v);
   if (typeof v === "number") {
     if (Number.isNaN(v)) return "nan";
@@ -213,13 +241,18 @@ export function isHostname(s: string): boolean {
 }
 
 /** Reads typed values out of the merged tables, failing with the file and dotted key. */
-class Reader {
+export class Reader {
   readonly #file: string;
   readonly #cwd: string;
 
   constructor(file: string, cwd: string) {
     this.#file = file;
     this.#cwd = cwd;
+  }
+
+  /** The directory relative paths are resolved against. */
+  get cwd(): string {
+    return this.#cwd;
   }
 
   fail(key: string, expected: string, found: unknown): never {
@@ -293,29 +326,26 @@ class Reader {
   }
 }
 
-function readListeners(r: Reader, v: unknown): ListenerConfig[] {
-  if (!Array.isArray(v)) r.fail("listener", "an array of [[listener]] tables", v);
-  if (v.length === 0) r.fail("listener", "at least one [[listener]]", v);
-  const seen = new Set<string>();
-  return v.map((item, i) => {
-    const key = `listener[${i}]`;
-    const t = r.table(item, key, "listener");
-    const text = r.string(t, `${key}.address`, "address", HOSTPORT);
-    const address = parseHostPort(text) ?? r.fail(`${key}.address`, HOSTPORT, text);
-    const canon = formatHostPort(address).toLowerCase();
-    if (seen.has(canon)) r.fail(`${key}.address`, "an address no other listener uses", text);
-    seen.add(canon);
-    // address is required; protocol defaults to "smtp" as in the default listener.
-    const protocol = r.oneOf(
-      { protocol: "smtp", ...t },
-      `${key}.protocol`,
-      "protocol",
-      [
-        "smtp",
-      ] as const,
-    );
-    return { address, protocol };
-  });
+function readAuth(r: Reader, t: Table): Config["auth"] {
+  const credentials = r.string(t, "auth.credentials", "credentials", '"" or a file path');
+  const users = r.stringArray(t, "auth.trusted_users", "trusted_users", "login names");
+  return {
+    credentials: credentials === "" ? "" : r.path(t, "auth.credentials", "credentials"),
+    trustedUsers: users,
+    maxFailures: r.int(t, "auth", "max_failures"),
+    failureWindow: r.seconds(t, "auth", "failure_window"),
+  };
+}
+
+/** [sendmail]: the local submission shim (lib/cli/sendmail.ts, lib/maildrop/). */
+function readSendmail(r: Reader, t: Table): Config["sendmail"] {
+  return {
+    maildropDir: r.path(t, "sendmail.maildrop_dir", "maildrop_dir"),
+    untrustedSender: r.oneOf(t, "sendmail.untrusted_sender", "untrusted_sender", [
+      "refuse",
+      "warn",
+    ]),
+  };
 }
 
 function readNetworks(r: Reader, t: Table): string[] {
@@ -354,21 +384,26 @@ function build(r: Reader, raw: Table, source: string): Config {
   const relayhost = relayhostText === ""
     ? null
     : parseHostPort(relayhostText) ?? r.fail("relay.relayhost", `"" or ${HOSTPORT}`, relayhostText);
+  // [delivery] and [[route]] belong to the router (lib/route/config.ts).
+  const routeCtx = {
+    fail: r.fail.bind(r),
+    cwd: r.cwd,
+    parseHostPort,
+    formatHostPort,
+    isHostname,
+    inline,
+  };
   const config: Config = {
+    delivery: readDelivery(routeCtx, raw.delivery),
+    routes: readRoutes(routeCtx, raw.route),
     source,
     hostname,
     spoolDir: r.path(raw, "spool_dir", "spool_dir"),
     relayNetworks: readNetworks(r, raw),
     listeners: readListeners(r, raw.listener),
-    limits: {
-      messageSize: r.int(limits, "limits", "message_size"),
-      commandLineLength: r.int(limits, "limits", "command_line_length"),
-      recipients: r.int(limits, "limits", "recipients"),
-      commandTimeout: r.seconds(limits, "limits", "command_timeout"),
-      dataTimeout: r.seconds(limits, "limits", "data_timeout"),
-      errors: r.int(limits, "limits", "errors"),
-      connections: r.int(limits, "limits", "connections"),
-    },
+    auth: readAuth(r, r.table(raw.auth, "auth", "auth")),
+    sendmail: readSendmail(r, r.table(raw.sendmail, "sendmail", "sendmail")),
+    limits: readListenerLimits(r, limits, "limits") as LimitsConfig,
     queue: {
       retryMin: r.seconds(queue, "queue", "retry_min"),
       retryMax: r.seconds(queue, "queue", "retry_max"),
@@ -477,10 +512,7 @@ export function describeConfig(c: Config): string {
     kv("spool_dir", c.spoolDir),
     kv("relay_networks", c.relayNetworks),
   ];
-  for (const l of c.listeners) {
-    lines.push("", "[[listener]]", kv("address", formatHostPort(l.address)));
-    lines.push(kv("protocol", l.protocol));
-  }
+  for (const l of c.listeners) lines.push("", "[[listener]]", ...describeListener(l));
   const section = (name: string, entries: [string, unknown][]) => {
     lines.push("", `[${name}]`, ...entries.map(([k, v]) => kv(k, v)));
   };
@@ -493,6 +525,17 @@ export function describeConfig(c: Config): string {
     ["data_timeout", L.dataTimeout],
     ["errors", L.errors],
     ["connections", L.connections],
+    ["connections_per_ip", L.connectionsPerIp],
+    ["session_timeout", L.sessionTimeout],
+    ["unknown_commands", L.unknownCommands],
+    ["unauthenticated_commands", L.unauthenticatedCommands],
+    ["greet_pause", L.greetPause],
+  ]);
+  section("auth", [
+    ["credentials", c.auth.credentials],
+    ["trusted_users", c.auth.trustedUsers],
+    ["max_failures", c.auth.maxFailures],
+    ["failure_window", c.auth.failureWindow],
   ]);
   section("queue", [
     ["retry_min", Q.retryMin],
@@ -510,5 +553,10 @@ export function describeConfig(c: Config): string {
   ]);
   section("local", [["domains", c.local.domains], ["maildir_root", c.local.maildirRoot]]);
   section("log", [["format", c.log.format], ["level", c.log.level]]);
+  section("sendmail", [
+    ["maildrop_dir", c.sendmail.maildropDir],
+    ["untrusted_sender", c.sendmail.untrustedSender],
+  ]);
+  lines.push(...describeRouting({ inline, formatHostPort }, c.delivery, c.routes));
   return lines.join("\n") + "\n";
 }

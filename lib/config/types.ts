@@ -4,6 +4,7 @@
  * shape by lib/config/load.ts; relative paths are resolved against the
  * directory skiff was started in.
  */
+import type { DeliveryConfig, RouteConfig } from "../route/types.ts";
 
 /** A host and port, e.g. a listener address or a relayhost. */
 export interface HostPort {
@@ -11,11 +12,50 @@ export interface HostPort {
   port: number;
 }
 
-/** One listening socket. (Issue 3 grows auth, TLS and policy here.) */
+/** Where a listener listens: a TCP host:port or a unix socket path. */
+export type ListenAddress =
+  | { kind: "tcp"; host: string; port: number }
+  | { kind: "unix"; path: string };
+
+/**
+ * One listening socket: address, protocol, TLS, authentication,
+ * authorisation and destination (conf/skiff.toml documents each key).
+ */
 export interface ListenerConfig {
-  /** "127.0.0.1:2525", "[::1]:25". */
-  address: HostPort;
-  protocol: "smtp";
+  /** `address = "127.0.0.1:2525"`, `"[::1]:25"` or `"unix:/path/to.sock"`. */
+  address: ListenAddress;
+  /** Unix sockets: permission bits of the socket file (default 0o666). */
+  mode: number;
+  protocol: "smtp" | "lmtp";
+  /** "starttls" offers STARTTLS (RFC 3207); "implicit" is TLS from the first byte (RFC 8314). */
+  tls: "none" | "starttls" | "implicit";
+  /** PEM certificate chain and key files; "" when tls is "none". Re-read on SIGHUP. */
+  tlsCert: string;
+  tlsKey: string;
+  /** "sasl": AUTH PLAIN/LOGIN against auth.credentials; "peercred": the kernel's SO_PEERCRED (unix only). */
+  auth: "none" | "sasl" | "peercred";
+  /** Allow AUTH without TLS, but only from a loopback client. */
+  authPlaintext: boolean;
+  /** MAIL needs an authenticated identity (530 5.7.0 otherwise); a submission port. */
+  requireAuth: boolean;
+  /** "own": an authenticated identity may use only its own sender addresses; "any": no check. */
+  senders: "own" | "any";
+  /** "router" (route by recipient) or one fixed "transport:nexthop" for all mail accepted here; stored in the envelope's params.destination. */
+  destination: string;
+  /** Overrides of [limits] for this listener. */
+  limits: Partial<LimitsConfig>;
+}
+
+/** Authentication settings shared by the listeners. */
+export interface AuthConfig {
+  /** Credentials file: "user:scrypt$..." lines (`skiff passwd` makes one); "" for none. */
+  credentials: string;
+  /** Login names whose peercred sessions may use any sender (root always may). */
+  trustedUsers: string[];
+  /** Failed AUTH attempts from one client IP within failure_window before AUTH is refused. */
+  maxFailures: number;
+  /** Seconds a client's failed attempts are remembered. */
+  failureWindow: number;
 }
 
 /** Size, count and time limits of an SMTP server session. */
@@ -34,6 +74,16 @@ export interface LimitsConfig {
   errors: number;
   /** Concurrent inbound connections. */
   connections: number;
+  /** Concurrent inbound connections from one client IP. */
+  connectionsPerIp: number;
+  /** Seconds one whole session may last, whatever the client does. */
+  sessionTimeout: number;
+  /** Unknown commands in one session before it is closed with 421. */
+  unknownCommands: number;
+  /** Commands before authentication on a listener with require_auth, before 421. */
+  unauthenticatedCommands: number;
+  /** Seconds to wait before the greeting; a client that talks first is refused with 554 (0: no wait, still checked). */
+  greetPause: number;
 }
 
 /** Queue manager tuning. */
@@ -78,6 +128,14 @@ export interface LogConfig {
   level: "debug" | "info" | "warning" | "error";
 }
 
+/** The sendmail shim and local submission. */
+export interface SendmailConfig {
+  /** Where `sendmail` drops messages while no manager runs (mode 1733, like Postfix's maildrop). */
+  maildropDir: string;
+  /** What an untrusted user's `-f other@address` gets: refused, or an X-Authentication-Warning header. */
+  untrustedSender: "refuse" | "warn";
+}
+
 /** The whole configuration. */
 export interface Config {
   /** Where this came from: a file path, or "(embedded default)". */
@@ -89,9 +147,15 @@ export interface Config {
   /** Networks (CIDR) whose unauthenticated clients may relay. */
   relayNetworks: string[];
   listeners: ListenerConfig[];
+  auth: AuthConfig;
+  sendmail: SendmailConfig;
   limits: LimitsConfig;
   queue: QueueConfig;
   relay: RelayConfig;
   local: LocalConfig;
   log: LogConfig;
+  /** Delivery settings ([delivery], lib/route/config.ts). */
+  delivery: DeliveryConfig;
+  /** Per-domain destinations ([[route]]), in file order. */
+  routes: RouteConfig[];
 }

@@ -1,63 +1,118 @@
 /**
- * A TCP listener that runs an SMTP server session per connection in the
- * manager's event loop (Deno cannot hand a socket to a child). It caps
- * concurrent connections and can be closed, waiting for sessions to end.
+ * One listening socket — TCP (IPv4/IPv6) or a unix socket — running an SMTP
+ * or LMTP server session per connection in the manager's event loop (Deno
+ * cannot hand a socket to a child). It caps connections in total and per
+ * client IP, reads unix peers' kernel credentials at accept, runs implicit
+ * TLS before the session starts, and can be closed, waiting for sessions.
  */
 import * as net from "node:net";
+import { peerCred } from "../auth/peercred.ts";
+import { formatListenAddress } from "../config/listeners.ts";
 import type { ListenerConfig } from "../config/types.ts";
 import { logEvent, logWarn } from "../log/log.ts";
 import { Conn } from "../net/conn.ts";
 import { formatReply, reply } from "../smtp/reply.ts";
 import { runSession, type SessionContext } from "../smtp/session.ts";
+import { prepareUnixPath } from "./unix_path.ts";
 
 /** A running listener. */
 export interface Listener {
-  /** The bound address, e.g. "127.0.0.1:2525". */
+  /** The bound address, e.g. "127.0.0.1:2525" or "unix:/path". */
   address: string;
+  /** Open client connections right now (`skiff status`). */
+  connections(): number;
   /** Stops accepting, then waits for open sessions to end (or closes them after graceMs). */
   close(graceMs: number): Promise<void>;
 }
 
+/** What every session of a listener shares; the listener adds itself. */
+export type ListenerContext = Omit<SessionContext, "listener">;
+
 /** Binds a listener; rejects with a clear message when the address cannot be bound. */
-export function startSmtpListener(lc: ListenerConfig, ctx: SessionContext): Promise<Listener> {
+export async function startSmtpListener(
+  lc: ListenerConfig,
+  base: ListenerContext,
+): Promise<Listener> {
+  const ctx: SessionContext = { ...base, listener: lc };
+  const limits = { ...ctx.config.limits, ...lc.limits };
   const open = new Set<net.Socket>();
+  const perIp = new Map<string, number>();
   const sessions = new Set<Promise<void>>();
-  const server = net.createServer({ pauseOnConnect: false }, (socket) => {
-    if (open.size >= ctx.config.limits.connections) {
-      // RFC 5321 §3.8: a server that cannot take the connection answers 421 and closes.
-      socket.end(formatReply(reply(421, "4.3.2", `${ctx.config.hostname} Too many connections`)));
-      logWarn("connection refused", { client: socket.remoteAddress, reason: "connection limit" });
-      return;
+  const refuse = (socket: net.Socket, why: string) => {
+    // RFC 5321 §3.8: a server that cannot take the connection answers 421 and closes.
+    socket.end(formatReply(reply(421, "4.3.2", `${ctx.config.hostname} Error: ${why}`)));
+    logWarn("connection refused", { client: socket.remoteAddress ?? "unix", reason: why });
+  };
+  const accept = async (socket: net.Socket, ip: string) => {
+    let conn: Conn;
+    if (lc.tls === "implicit") {
+      // RFC 8314 §3.3: TLS from the first byte; no plaintext is ever read.
+      try {
+        conn = await Conn.acceptTls(socket, {
+          secureContext: ctx.secureContext!(),
+          timeoutMs: limits.commandTimeout * 1000,
+        });
+      } catch (err) {
+        logWarn("tls handshake failed", { client: ip || "unix", error: String(err) });
+        socket.destroy();
+        return;
+      }
+    } else conn = new Conn(socket);
+    if (lc.address.kind === "unix") conn.peer = peerCred(socket);
+    await runSession(conn, ctx);
+  };
+  // allowHalfOpen: a client that pipelines everything and then shuts down its side still
+  // gets every reply (Node would otherwise end our side at its FIN).
+  const server = net.createServer({ pauseOnConnect: false, allowHalfOpen: true }, (socket) => {
+    const ip = socket.remoteAddress ?? "";
+    if (open.size >= limits.connections) return refuse(socket, "too many connections");
+    if (ip !== "" && (perIp.get(ip) ?? 0) >= limits.connectionsPerIp) {
+      return refuse(socket, "too many connections from your address");
     }
     open.add(socket);
-    const done = runSession(new Conn(socket), ctx).finally(() => {
+    if (ip !== "") perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
+    socket.on("error", () => {}); // reported through the session's reads
+    const done = accept(socket, ip).catch((err) => {
+      logWarn("session error", { client: ip || "unix", error: String(err) });
+    }).finally(() => {
+      socket.destroy();
       open.delete(socket);
+      const n = (perIp.get(ip) ?? 1) - 1;
+      if (n <= 0) perIp.delete(ip);
+      else perIp.set(ip, n);
       sessions.delete(done);
     });
     sessions.add(done);
   });
-  const host = lc.address.host;
-  const shown = host.includes(":") ? `[${host}]:${lc.address.port}` : `${host}:${lc.address.port}`;
-  return new Promise((resolve, reject) => {
+  const shown = formatListenAddress(lc.address);
+  if (lc.address.kind === "unix") await prepareUnixPath(lc.address.path);
+  return await new Promise((resolve, reject) => {
     server.once("error", (err: Error) => {
       reject(new Error(`Cannot listen on ${shown}: ${err.message}`));
     });
-    server.listen({ host, port: lc.address.port }, () => {
-      const addr = server.address() as net.AddressInfo;
-      const bound = host.includes(":")
-        ? `[${addr.address}]:${addr.port}`
-        : `${addr.address}:${addr.port}`;
-      logEvent("listening", { address: bound, protocol: lc.protocol });
+    const bound = () => {
+      let where = shown;
+      if (lc.address.kind === "unix") {
+        Deno.chmodSync(lc.address.path, lc.mode);
+      } else {
+        const addr = server.address() as net.AddressInfo;
+        where = formatListenAddress({ kind: "tcp", host: addr.address, port: addr.port });
+      }
+      logEvent("listening", { address: where, protocol: lc.protocol, tls: lc.tls, auth: lc.auth });
       resolve({
-        address: bound,
+        address: where,
+        connections: () => open.size,
         close: async (graceMs: number) => {
           // server.close() reports only once every connection ended: do not wait on it here.
           server.close();
           const timer = setTimeout(() => open.forEach((s) => s.destroy()), graceMs);
           await Promise.allSettled([...sessions]);
           clearTimeout(timer);
+          if (lc.address.kind === "unix") await Deno.remove(lc.address.path).catch(() => {});
         },
       });
-    });
+    };
+    if (lc.address.kind === "unix") server.listen(lc.address.path, bound);
+    else server.listen({ host: lc.address.host, port: lc.address.port }, bound);
   });
 }

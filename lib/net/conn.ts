@@ -4,6 +4,14 @@
  * later TLS upgrade through node:tls can swap the socket in place).
  */
 import * as net from "node:net";
+import * as tls from "node:tls";
+import type { PeerCred } from "../auth/peercred.ts";
+
+/** The negotiated TLS of a connection. */
+export interface TlsInfo {
+  version: string;
+  cipher: string;
+}
 
 /** A byte stream with pull-style reads, bounded by per-read deadlines. */
 export class Conn {
@@ -13,30 +21,104 @@ export class Conn {
   #error: Error | null = null;
   #waiter: (() => void) | null = null;
   #closed = false;
+  #remoteAddress: string;
+  #remotePort: number;
+  // deno-lint-ignore no-explicit-any
+  #handlers: [string, (...args: any[]) => void][];
+  /** Unix sockets: the peer's kernel credentials (SO_PEERCRED), read at accept. */
+  peer: PeerCred | null = null;
+  /** Set once TLS is up. */
+  tls: TlsInfo | null = null;
 
-  constructor(socket: net.Socket) {
+  constructor(
+    socket: net.Socket,
+    from?: { remoteAddress: string; remotePort: number; peer: PeerCred | null },
+  ) {
     this.#socket = socket;
-    socket.setNoDelay(true);
-    socket.on("data", (chunk: Uint8Array) => {
-      this.#chunks.push(chunk);
-      // Stop reading from the kernel while the session has unread input:
-      // bounded memory however fast the peer writes.
-      if (this.#chunks.length > 8) socket.pause();
-      this.#wake();
+    this.#remoteAddress = from?.remoteAddress ?? socket.remoteAddress ?? "";
+    this.#remotePort = from?.remotePort ?? socket.remotePort ?? 0;
+    this.peer = from?.peer ?? null;
+    socket.setNoDelay?.(true);
+    this.#handlers = [
+      ["data", (chunk: Uint8Array) => {
+        this.#chunks.push(chunk);
+        // Stop reading from the kernel while the session has unread input:
+        // bounded memory however fast the peer writes.
+        if (this.#chunks.length > 8) socket.pause();
+        this.#wake();
+      }],
+      ["end", () => {
+        this.#ended = true;
+        this.#wake();
+      }],
+      ["error", (err: Error) => {
+        this.#error = err;
+        this.#wake();
+      }],
+      ["close", () => {
+        this.#ended = true;
+        this.#closed = true;
+        this.#wake();
+      }],
+    ];
+    for (const [ev, fn] of this.#handlers) socket.on(ev, fn);
+  }
+
+  /**
+   * Server-side TLS on this connection (STARTTLS, RFC 3207, or implicit TLS,
+   * RFC 8314): stops reading, drops any plaintext already received (it must
+   * never be executed after the upgrade: CVE-2011-0411), writes `greeting`
+   * (the 220 reply) in plaintext, then runs the handshake. The old Conn is
+   * dead afterwards; use the one returned. Node's TLSSocket needs the socket
+   * paused with its data listener gone before the 220, or a fast ClientHello
+   * is consumed as plaintext and the handshake hangs.
+   */
+  async startTlsServer(
+    opts: { secureContext: tls.SecureContext; timeoutMs: number; greeting?: Uint8Array },
+  ): Promise<Conn> {
+    const raw = this.#socket;
+    raw.pause();
+    for (const [ev, fn] of this.#handlers) raw.off(ev, fn);
+    this.#chunks = [];
+    this.#closed = true;
+    if (opts.greeting) {
+      await new Promise<void>((resolve, reject) =>
+        raw.write(opts.greeting!, (err) => err ? reject(err) : resolve())
+      );
+    }
+    return await Conn.acceptTls(raw, { ...opts, from: this });
+  }
+
+  /** Runs a server TLS handshake on a fresh socket (implicit TLS) and wraps the result. */
+  static async acceptTls(
+    raw: net.Socket,
+    opts: { secureContext: tls.SecureContext; timeoutMs: number; from?: Conn },
+  ): Promise<Conn> {
+    const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: opts.secureContext });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        secure.destroy();
+        reject(new TimeoutError(`TLS handshake not done after ${opts.timeoutMs} ms`));
+      }, opts.timeoutMs);
+      secure.once("secure", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      secure.once("error", (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
     });
-    socket.on("end", () => {
-      this.#ended = true;
-      this.#wake();
+    const conn = new Conn(secure, {
+      remoteAddress: opts.from?.remoteAddress ?? raw.remoteAddress ?? "",
+      remotePort: opts.from?.remotePort ?? raw.remotePort ?? 0,
+      peer: opts.from?.peer ?? null,
     });
-    socket.on("error", (err: Error) => {
-      this.#error = err;
-      this.#wake();
-    });
-    socket.on("close", () => {
-      this.#ended = true;
-      this.#closed = true;
-      this.#wake();
-    });
+    conn.tls = {
+      version: secure.getProtocol() ?? "TLS",
+      cipher: secure.getCipher()?.name ?? "unknown",
+    };
+    return conn;
   }
 
   /** Connects to host:port, failing after timeoutMs. */
@@ -61,17 +143,22 @@ export class Conn {
 
   /** The peer's IP address ("" for unix sockets). */
   get remoteAddress(): string {
-    return this.#socket.remoteAddress ?? "";
+    return this.#remoteAddress;
   }
 
   /** The peer's port (0 for unix sockets). */
   get remotePort(): number {
-    return this.#socket.remotePort ?? 0;
+    return this.#remotePort;
   }
 
   /** The local IP address of this connection. */
   get localAddress(): string {
     return this.#socket.localAddress ?? "";
+  }
+
+  /** True when bytes have arrived that no read() has taken yet. */
+  get pending(): boolean {
+    return this.#chunks.length > 0;
   }
 
   /** True once the peer closed or the socket failed. */

@@ -9,22 +9,28 @@
  */
 import type { Config } from "../config/types.ts";
 import type { SendResult } from "../smtp/client.ts";
-import { relayMessage } from "../deliver/relay.ts";
-import { delaySeconds, logError, logEvent } from "../log/log.ts";
-import { isLocalAddress } from "../smtp/policy.ts";
-import type { JournalRecord, MessageState, RecipientState } from "../spool/records.ts";
+import { logError, logEvent, logWarn } from "../log/log.ts";
+import { type AliasTable, loadAliases } from "../route/aliases.ts";
+import type { MessageState, RecipientState } from "../spool/records.ts";
 import type { Spool } from "../spool/spool.ts";
 import type { DeliveryJob, WorkerReport } from "../worker/protocol.ts";
-import { runWorkerJob } from "../worker/run_job.ts";
-import { retryDelayMs } from "./retry.ts";
+import { type RunOptions, runWorkerJob } from "../worker/run_job.ts";
+import { ConnectionCache } from "../deliver/conn_cache.ts";
+import type { NetContext } from "../deliver/smtp.ts";
+import { ProgramPool } from "../deliver/program.ts";
+import { dispatch, type DispatchDeps } from "./dispatch.ts";
+import { DestinationLimiter } from "./limits.ts";
 
-/** Seams for tests: clock, worker runner, relay client. */
+/** Seams for tests: clock, worker runner, relay client, network settings. */
 export interface ManagerOptions {
   config: Config;
   spool: Spool;
   now?: () => number;
-  runJob?: (job: DeliveryJob) => Promise<WorkerReport>;
+  runJob?: (job: DeliveryJob, opts: Omit<RunOptions, "timeoutMs">) => Promise<WorkerReport>;
+  /** Replaces all network delivery (tests). */
   relay?: (state: MessageState, rcpts: RecipientState[]) => Promise<SendResult>;
+  /** Overrides of the network context (tests: MX port, CAs). */
+  net?: Partial<NetContext>;
 }
 
 /** The queue manager of one `skiff serve` process. */
@@ -32,13 +38,18 @@ export class QueueManager {
   #cfg: Config;
   #spool: Spool;
   #now: () => number;
-  #runJob: (job: DeliveryJob) => Promise<WorkerReport>;
-  #relay: (state: MessageState, rcpts: RecipientState[]) => Promise<SendResult>;
+  #deps: DispatchDeps;
+  #cache: ConnectionCache;
+  #programs: ProgramPool;
+  #aliases: AliasTable = new Map();
+  #aliasesLoaded: Promise<void>;
   /** id → next attempt (epoch ms). */
   #due = new Map<string, number>();
   #active = new Map<string, Promise<void>>();
   /** Messages a flush made due: their deferred recipients are tried regardless of backoff. */
   #forced = new Set<string>();
+  /** Messages an operator command is moving or deleting: the scan must not pick them up. */
+  #withdrawn = new Set<string>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #scanTimer: ReturnType<typeof setInterval> | undefined;
   #stopping = false;
@@ -47,9 +58,58 @@ export class QueueManager {
     this.#cfg = opts.config;
     this.#spool = opts.spool;
     this.#now = opts.now ?? Date.now;
-    this.#runJob = opts.runJob ??
-      ((job) => runWorkerJob(job, { timeoutMs: this.#cfg.queue.workerTimeout * 1000 }));
-    this.#relay = opts.relay ?? ((state, rcpts) => this.#relayDefault(state, rcpts));
+    const cfg = this.#cfg;
+    const d = cfg.delivery;
+    this.#cache = new ConnectionCache({ maxSize: d.cacheSize, idleMs: d.cacheIdle * 1000 });
+    const replyTimeoutMs = cfg.relay.replyTimeout * 1000;
+    this.#programs = new ProgramPool({
+      helo: cfg.hostname,
+      replyTimeoutMs,
+      idleMs: d.cacheIdle * 1000,
+    });
+    this.#deps = {
+      cfg,
+      spool: this.#spool,
+      now: this.#now,
+      net: {
+        helo: cfg.hostname,
+        connectTimeoutMs: cfg.relay.connectTimeout * 1000,
+        replyTimeoutMs,
+        cache: this.#cache,
+        resolver: { nameserver: d.nameserver, timeoutMs: d.dnsTimeout * 1000 },
+        mxPort: 25,
+        ...opts.net,
+      },
+      limiter: new DestinationLimiter(),
+      programs: this.#programs,
+      aliases: () => this.#aliases,
+      runJob: opts.runJob ??
+        ((job, o) => runWorkerJob(job, { ...o, timeoutMs: cfg.queue.workerTimeout * 1000 })),
+      relay: opts.relay,
+      enqueue: (id) => this.enqueue(id),
+    };
+    this.#aliasesLoaded = this.loadAliases();
+  }
+
+  /** The outgoing connection cache (its counters are in `stats`). */
+  get connectionCache(): ConnectionCache {
+    return this.#cache;
+  }
+
+  /** (Re)reads the aliases (compiled by `skiff newaliases`). */
+  async loadAliases(): Promise<void> {
+    try {
+      const { table, stale } = await loadAliases(this.#cfg.delivery.aliases);
+      if (stale) {
+        logWarn("aliases not compiled", {
+          file: this.#cfg.delivery.aliases,
+          hint: "run skiff newaliases",
+        });
+      }
+      this.#aliases = table;
+    } catch (err) {
+      logError("aliases unreadable", { file: this.#cfg.delivery.aliases, error: String(err) });
+    }
   }
 
   /** Rebuilds the schedule from the spool and starts the periodic scan. */
@@ -64,7 +124,7 @@ export class QueueManager {
   /** Adds every spooled message not yet scheduled; returns how many are queued. */
   async scan(): Promise<number> {
     for (const id of await this.#spool.list()) {
-      if (this.#due.has(id) || this.#active.has(id)) continue;
+      if (this.#due.has(id) || this.#active.has(id) || this.#withdrawn.has(id)) continue;
       try {
         const state = await this.#spool.load(id);
         this.#due.set(id, state.nextAttempt);
@@ -83,13 +143,38 @@ export class QueueManager {
     this.#pump();
   }
 
-  /** Makes every queued message due now (`skiff flush`). */
-  flush(): void {
+  /** Makes every queued message (or those in `ids`) due now (`skiff flush`, `queue retry`). */
+  flush(ids?: Iterable<string>): void {
+    const only = ids === undefined ? null : new Set(ids);
     for (const id of this.#due.keys()) {
+      if (only !== null && !only.has(id)) continue;
       this.#due.set(id, 0);
       this.#forced.add(id);
     }
     this.#pump();
+  }
+
+  /**
+   * Runs `fn` (an operator's hold or delete) while the scheduler keeps its
+   * hands off the message: it is unscheduled, a delivery in progress is
+   * waited for, and scans skip it until `fn` is done.
+   */
+  async withdraw<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    this.#withdrawn.add(id);
+    try {
+      this.#due.delete(id);
+      this.#forced.delete(id);
+      while (this.#active.has(id)) await this.#active.get(id);
+      this.#due.delete(id);
+      return await fn();
+    } finally {
+      this.#withdrawn.delete(id);
+    }
+  }
+
+  /** Ids being delivered right now (`skiff queue list`, `status`). */
+  activeIds(): Set<string> {
+    return new Set(this.#active.keys());
   }
 
   /** How many messages are scheduled or in progress. */
@@ -103,6 +188,8 @@ export class QueueManager {
     clearTimeout(this.#timer);
     clearInterval(this.#scanTimer);
     await Promise.allSettled([...this.#active.values()]);
+    await this.#cache.close();
+    await this.#programs.close();
   }
 
   /** Waits until nothing is in progress (tests, one-shot queue runs). */
@@ -147,163 +234,14 @@ export class QueueManager {
   }
 
   async #process(id: string): Promise<void> {
-    let state = await this.#spool.load(id);
-    if (!state.done) state = await this.#expire(state);
-    const now = this.#now();
     const forced = this.#forced.delete(id);
-    const due = state.recipients.filter((r) =>
-      (r.status === "pending" || r.status === "deferred") && (forced || r.nextAttempt <= now)
-    );
-    const local = due.filter((r) => isLocalAddress(this.#cfg, r.address));
-    const remote = due.filter((r) => !isLocalAddress(this.#cfg, r.address));
-    if (remote.length > 0) await this.#deliverRemote(state, remote);
-    let report: WorkerReport | null = null;
-    if (local.length > 0) report = await this.#deliverLocal(state, local);
-    if (report === null) {
-      state = await this.#spool.load(id);
-      report = state.done ? { file: id, delete: true } : { file: id, next: state.nextAttempt };
-    }
-    if ("delete" in report) {
+    await this.#aliasesLoaded;
+    const state = await dispatch(this.#deps, id, forced);
+    if (state.done) {
       await this.#spool.remove(id);
       logEvent("removed", { id });
     } else {
-      this.#due.set(id, report.next);
+      this.#due.set(id, state.nextAttempt);
     }
   }
-
-  /** Fails every open recipient of a message older than the queue lifetime (RFC 3463 4.4.7). */
-  async #expire(state: MessageState): Promise<MessageState> {
-    const now = this.#now();
-    if (now - state.envelope.received <= this.#cfg.queue.lifetime * 1000) return state;
-    const records: JournalRecord[] = state.recipients
-      .filter((r) => r.status === "pending" || r.status === "deferred")
-      .map((r) => ({
-        t: "failed",
-        rcpt: r.index,
-        at: now,
-        dsn: "4.4.7",
-        text: `Message expired after ${this.#cfg.queue.lifetime} s in the queue; last error: ${
-          r.text ?? "none"
-        }`,
-      }));
-    if (records.length === 0) return state;
-    await this.#spool.append(state.envelope.id, records);
-    for (const r of records) this.#logResult(state, r);
-    return await this.#spool.load(state.envelope.id);
-  }
-
-  async #deliverRemote(state: MessageState, rcpts: RecipientState[]): Promise<void> {
-    const now = this.#now();
-    let records: JournalRecord[];
-    if (this.#cfg.relay.relayhost === null) {
-      records = rcpts.map((r) =>
-        this.#deferred(
-          r,
-          now,
-          "4.4.3",
-          "No relayhost configured (MX delivery is not implemented yet)",
-        )
-      );
-    } else {
-      const result = await this.#relay(state, rcpts);
-      records = result.recipients.map((res, i) => {
-        const r = rcpts[i];
-        if (res.outcome === "delivered") {
-          return {
-            t: "delivered",
-            rcpt: r.index,
-            at: now,
-            dsn: res.dsn,
-            text: res.text,
-            relay: result.relay,
-          };
-        }
-        if (res.outcome === "failed") {
-          return {
-            t: "failed",
-            rcpt: r.index,
-            at: now,
-            dsn: res.dsn,
-            text: res.text,
-            relay: result.relay,
-          };
-        }
-        return { ...this.#deferred(r, now, res.dsn, res.text), relay: result.relay };
-      });
-    }
-    await this.#spool.append(state.envelope.id, records);
-    for (const rec of records) this.#logResult(state, rec);
-  }
-
-  #deferred(r: RecipientState, now: number, dsn: string, text: string): JournalRecord {
-    const until = now + retryDelayMs(r.attempts + 1, this.#cfg.queue);
-    return { t: "deferred", rcpt: r.index, at: now, until, dsn, text };
-  }
-
-  #relayDefault(state: MessageState, rcpts: RecipientState[]): Promise<SendResult> {
-    const relay = this.#cfg.relay;
-    return relayMessage({
-      relayhost: relay.relayhost!,
-      helo: this.#cfg.hostname,
-      connectTimeout: relay.connectTimeout,
-      replyTimeout: relay.replyTimeout,
-    }, {
-      from: state.envelope.from,
-      recipients: rcpts.map((r) => r.address),
-      size: state.envelope.size,
-      content: async () => (await this.#spool.content(state.envelope.id)).stream,
-    });
-  }
-
-  /** Runs the local recipients in a worker child; a failed child defers them. */
-  async #deliverLocal(state: MessageState, rcpts: RecipientState[]): Promise<WorkerReport | null> {
-    const job: DeliveryJob = {
-      v: 1,
-      file: state.envelope.id,
-      spoolDir: this.#cfg.spoolDir,
-      maildirRoot: this.#cfg.local.maildirRoot,
-      hostname: this.#cfg.hostname,
-      recipients: rcpts.map((r) => r.index),
-      retryMin: this.#cfg.queue.retryMin,
-      retryMax: this.#cfg.queue.retryMax,
-      log: this.#cfg.log,
-    };
-    const started = this.#now();
-    try {
-      return await this.#runJob(job);
-    } catch (err) {
-      // The child may have recorded some results before failing: defer only the
-      // recipients with nothing recorded since the job started (never lost).
-      const fresh = await this.#spool.load(state.envelope.id);
-      const now = this.#now();
-      const records = fresh.recipients
-        .filter((r) => job.recipients.includes(r.index))
-        .filter((r) => r.status === "pending" || r.status === "deferred")
-        .filter((r) => lastRecordAt(r) < started)
-        .map((r) => this.#deferred(r, now, "4.3.0", `Local delivery failed: ${err}`));
-      if (records.length > 0) await this.#spool.append(state.envelope.id, records);
-      for (const rec of records) this.#logResult(state, rec);
-      return null;
-    }
-  }
-
-  #logResult(state: MessageState, rec: JournalRecord): void {
-    if (rec.t === "envelope") return;
-    const rcpt = state.recipients[rec.rcpt];
-    logEvent(rec.t, {
-      id: state.envelope.id,
-      to: `<${rcpt?.address ?? "?"}>`,
-      relay: "relay" in rec ? rec.relay ?? "none" : "none",
-      delay: delaySeconds(state.envelope.received, rec.at),
-      dsn: rec.dsn,
-      status: rec.t === "delivered" ? "sent" : rec.t === "deferred" ? "deferred" : "bounced",
-      text: rec.text,
-    });
-  }
-}
-
-/** When a recipient's newest journal record was written (0 when it has none). */
-function lastRecordAt(r: RecipientState): number {
-  const last = r.history.at(-1);
-  return last && last.t !== "envelope" ? last.at : 0;
 }

@@ -120,6 +120,42 @@ export class SmtpInput {
   }
 
   /**
+   * Raw bytes for BDAT (RFC 3030): up to `max` of the next bytes, as a view
+   * into a pushed chunk, with no line or dot handling; null when none are
+   * buffered. Command mode resumes right after the last byte taken.
+   */
+  take(max: number): Uint8Array | null {
+    while (this.#segs.length > 0 && max > 0) {
+      const b = this.#segs[0];
+      if (this.#pos >= b.length) {
+        this.#segs.shift();
+        this.#pos = 0;
+        continue;
+      }
+      const n = Math.min(max, b.length - this.#pos);
+      const out = b.subarray(this.#pos, this.#pos + n);
+      this.#pos += n;
+      return out;
+    }
+    return null;
+  }
+
+  /**
+   * Drops every buffered byte and resets line state: after STARTTLS, any
+   * plaintext the client pipelined must never be executed (RFC 3207 §4.2,
+   * CVE-2011-0411). Returns how many bytes were dropped.
+   */
+  discard(): number {
+    const n = this.buffered;
+    this.#segs = [];
+    this.#pos = 0;
+    this.#discarding = false;
+    this.#lineStart = true;
+    this.#dataError = null;
+    return n;
+  }
+
+  /**
    * Called when #segs[0] cannot yield an event. Drops it if fully consumed;
    * otherwise joins its small undecided tail with the first `take` bytes of
    * the next chunk (a bounded copy). Returns false when nothing can progress.

@@ -1,11 +1,28 @@
 /**
- * Who may send where. Unauthenticated clients may only send to local domains;
- * relaying needs a client inside relay_networks (later: authentication or a
- * trusted local peer). Never an open relay by default.
+ * Who may send where (the listener's authorisation). Unauthenticated
+ * clients may only send to local domains unless inside relay_networks;
+ * an authenticated client (SASL or unix peer credentials) may relay. With
+ * `senders = "own"` an identity may use only its own sender addresses:
+ * a peercred uid its <login>@<hostname or a local domain> (root and
+ * [auth] trusted_users any), a SASL user its own name. Never an open relay
+ * by default.
  */
 import { inNetworks } from "../config/cidr.ts";
-import type { Config } from "../config/types.ts";
+import type { Config, ListenerConfig } from "../config/types.ts";
 import { type Reply, reply } from "./reply.ts";
+
+/** Who the client is, when it proved it (RFC 4954 AUTH, or SO_PEERCRED). */
+export interface Identity {
+  kind: "sasl" | "peercred";
+  /** The SASL user name, or the login name of the peer's uid ("uid<N>" without one). */
+  name: string;
+  /** peercred only: the kernel's credentials. */
+  uid?: number;
+  gid?: number;
+  pid?: number;
+  /** May use any sender address (root, trusted_users). */
+  trusted: boolean;
+}
 
 /** The domain part of an address, lower-cased; "" for a bare local part such as "postmaster". */
 export function domainOf(address: string): string {
@@ -22,10 +39,43 @@ export function isLocalAddress(cfg: Config, address: string): boolean {
 /** Checks one RCPT: null when accepted, else the reply refusing it. */
 export function checkRecipient(
   cfg: Config,
-  opts: { address: string; clientAddress: string },
+  opts: { address: string; clientAddress: string; identity?: Identity | null },
 ): Reply | null {
   if (isLocalAddress(cfg, opts.address)) return null;
-  if (inNetworks(opts.clientAddress, cfg.relayNetworks)) return null;
+  // RFC 4954 §6 / RFC 6409: an authenticated client may relay.
+  if (opts.identity) return null;
+  if (opts.clientAddress !== "" && inNetworks(opts.clientAddress, cfg.relayNetworks)) return null;
   // RFC 5321 §3.6.2 / RFC 3463 5.7.1: delivery not authorised.
   return reply(554, "5.7.1", `<${opts.address}>: Relay access denied`);
+}
+
+/** True when `address` belongs to the identity under `senders = "own"`. */
+export function ownsSender(cfg: Config, id: Identity, address: string): boolean {
+  if (id.trusted || address === "") return true;
+  const lower = address.toLowerCase();
+  if (id.kind === "sasl" && id.name.includes("@")) return lower === id.name.toLowerCase();
+  const at = lower.lastIndexOf("@");
+  if (at < 0) return false;
+  const domain = lower.slice(at + 1);
+  const ownDomain = domain === cfg.hostname.toLowerCase() || cfg.local.domains.includes(domain);
+  return ownDomain && lower.slice(0, at) === id.name.toLowerCase();
+}
+
+/** Checks MAIL FROM against the listener's authorisation: null when allowed. */
+export function checkSender(
+  cfg: Config,
+  listener: ListenerConfig,
+  opts: { address: string; identity: Identity | null },
+): Reply | null {
+  const id = opts.identity;
+  if (!id) {
+    // RFC 4954 §6: 530 when the listener requires authentication.
+    if (listener.requireAuth) return reply(530, "5.7.0", "Authentication required");
+    return null;
+  }
+  if (listener.senders === "own" && !ownsSender(cfg, id, opts.address)) {
+    // RFC 3463 5.7.1: the sender is not authorised for this identity.
+    return reply(553, "5.7.1", `<${opts.address}>: Sender address not owned by user ${id.name}`);
+  }
+  return null;
 }

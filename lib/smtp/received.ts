@@ -22,8 +22,13 @@ export function rfc5322Date(ms: number): string {
 /** What the Received header records about one transaction. */
 export interface ReceivedInfo {
   helo: string;
+  /** IP address; "" for a unix socket. */
   clientAddress: string;
+  /** Unix socket peers: the uid the kernel reported. */
+  peer?: number;
   hostname: string;
+  /** Negotiated TLS, named as Postfix does ("using TLSv1.3 with cipher ..."). */
+  tls?: { version: string; cipher: string };
   protocol: string;
   id: string;
   /** Named only when there is exactly one recipient, so Bcc recipients do not leak. */
@@ -36,7 +41,14 @@ export function receivedHeader(info: ReceivedInfo): string {
   // The HELO name is client-supplied: keep it printable so it cannot fold or split the header.
   const helo = info.helo.replace(/[^\x21-\x7e]/g, "?").slice(0, 255);
   const ip = info.clientAddress.includes(":") ? `IPv6:${info.clientAddress}` : info.clientAddress;
+  const from = info.clientAddress === ""
+    ? `(unix socket${info.peer !== undefined ? ` uid ${info.peer}` : ""})`
+    : `([${ip}])`;
+  const clean = (s: string) => s.replace(/[^\x21-\x7e]/g, "?").slice(0, 64);
+  const tls = info.tls
+    ? `\r\n\t(using ${clean(info.tls.version)} with cipher ${clean(info.tls.cipher)})`
+    : "";
   const forPart = info.recipient ? `\r\n\tfor <${info.recipient}>` : "";
-  return `Received: from ${helo} ([${ip}])\r\n\tby ${info.hostname} (skiff) with ${info.protocol} ` +
+  return `Received: from ${helo} ${from}${tls}\r\n\tby ${info.hostname} (skiff) with ${info.protocol} ` +
     `id ${info.id}${forPart};\r\n\t${rfc5322Date(info.time)}\r\n`;
 }

@@ -1,34 +1,53 @@
 /**
- * One SMTP server session: reads command lines and message data from a
- * connection through the strict SmtpInput reader, dispatches commands
- * through the COMMANDS table, streams DATA into the spool and answers
- * "250" only once the message is durable. All session limits live here
- * (STYLE item 5): per-command and data timeouts, the error count that ends
- * with 421, the message size counted while streaming.
+ * One SMTP or LMTP server session: reads command lines and message data
+ * from a connection through the strict SmtpInput reader, dispatches
+ * commands through the COMMANDS table, performs the actions they leave
+ * (DATA, BDAT, STARTTLS, AUTH) and answers "250" only once a message is
+ * durable. All session limits live here (STYLE item 5): greeting pause and
+ * early talkers, per-command and data timeouts, the whole-session deadline,
+ * the error count that ends with 421, unknown and unauthenticated command
+ * caps, HTTP verbs.
  */
-import type { Config } from "../config/types.ts";
+import type * as tls from "node:tls";
+import { loginOf } from "../auth/peercred.ts";
+import type { Config, LimitsConfig, ListenerConfig } from "../config/types.ts";
 import { logEvent, logWarn } from "../log/log.ts";
 import { type Conn, TimeoutError } from "../net/conn.ts";
-import type { Envelope } from "../spool/records.ts";
 import type { Spool } from "../spool/spool.ts";
+import { runAuth, type SaslContext } from "./auth_exchange.ts";
 import { parseCommand } from "./command.ts";
-import { COMMANDS, newSessionState, resetTransaction, type SessionState } from "./commands.ts";
+import {
+  type Action,
+  type CommandEnv,
+  COMMANDS,
+  newSessionState,
+  resetTransaction,
+  type SessionState,
+} from "./commands.ts";
 import { type DataEvent, type LineEvent, SmtpInput } from "./input.ts";
-import { receivedHeader } from "./received.ts";
+import type { Identity } from "./policy.ts";
+import { Receipt } from "./receive.ts";
 import { formatReply, type Reply, reply } from "./reply.ts";
 
 /** What a session needs from the process around it. */
 export interface SessionContext {
   config: Config;
+  /** The listener the client connected to. */
+  listener: ListenerConfig;
   spool: Spool;
   /** Called once a message is durable in the queue. */
   onQueued: (id: string) => void;
   /** The wall clock (injectable for tests). */
   now?: () => number;
+  /** The listener's current TLS context (re-read on SIGHUP); absent without TLS. */
+  secureContext?: () => tls.SecureContext;
+  /** SASL checking and throttling; absent when the listener has no SASL. */
+  sasl?: SaslContext;
 }
 
-const HTTP_VERBS = /^(GET|POST|HEAD|PUT|CONNECT|OPTIONS|DELETE) /i;
+const HTTP_VERBS = /^(GET|POST|HEAD|PUT|CONNECT|OPTIONS|DELETE|PATCH|TRACE) /i;
 const encoder = new TextEncoder();
+const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 
 /** Thrown to end a session after its final reply has been written. */
 class SessionEnd extends Error {}
@@ -40,51 +59,139 @@ export async function runSession(conn: Conn, ctx: SessionContext): Promise<void>
     await session.run();
   } catch (err) {
     if (!(err instanceof SessionEnd)) {
-      logWarn("session error", { client: conn.remoteAddress, error: String(err) });
+      logWarn("session error", { client: session.client, error: String(err) });
     }
   } finally {
-    conn.close();
+    await session.cleanup();
   }
+}
+
+/** The identity the kernel gives a unix-socket peer on a peercred listener. */
+function peerIdentity(conn: Conn, ctx: SessionContext): Identity | null {
+  if (ctx.listener.auth !== "peercred" || !conn.peer) return null;
+  const { uid, gid, pid } = conn.peer;
+  const login = loginOf(uid);
+  return {
+    kind: "peercred",
+    name: login ?? `uid${uid}`,
+    uid,
+    gid,
+    pid,
+    trusted: uid === 0 || (login !== null && ctx.config.auth.trustedUsers.includes(login)),
+  };
 }
 
 class ServerSession {
   #conn: Conn;
   #ctx: SessionContext;
   #cfg: Config;
+  #limits: LimitsConfig;
   #input: SmtpInput;
   #state: SessionState;
   #pending = "";
   #errors = 0;
+  #unknown = 0;
+  #unauthenticated = 0;
+  #deadline: number;
+  #receipt: Receipt | null = null;
 
   constructor(conn: Conn, ctx: SessionContext) {
     this.#conn = conn;
     this.#ctx = ctx;
     this.#cfg = ctx.config;
-    this.#input = new SmtpInput({ maxLineLength: ctx.config.limits.commandLineLength });
-    this.#state = newSessionState(conn.remoteAddress);
+    this.#limits = { ...ctx.config.limits, ...ctx.listener.limits };
+    this.#input = new SmtpInput({ maxLineLength: this.#limits.commandLineLength });
+    this.#state = newSessionState(conn.remoteAddress, ctx.listener.protocol === "lmtp");
+    this.#state.identity = peerIdentity(conn, ctx);
+    this.#state.tls = conn.tls;
+    this.#deadline = Date.now() + this.#limits.sessionTimeout * 1000;
+  }
+
+  /** The client as logged: its IP, or the unix peer's uid. */
+  get client(): string {
+    if (this.#conn.remoteAddress) return this.#conn.remoteAddress;
+    const p = this.#conn.peer;
+    return p ? `unix:uid=${p.uid},pid=${p.pid}` : "unix";
   }
 
   get #now(): number {
     return this.#ctx.now?.() ?? Date.now();
   }
 
+  get #env(): CommandEnv {
+    const l = this.#ctx.listener;
+    const st = this.#state;
+    const plainOk = l.authPlaintext && (this.#conn.remoteAddress === "" ||
+      LOOPBACK.test(this.#conn.remoteAddress));
+    return {
+      cfg: this.#cfg,
+      listener: l,
+      limits: this.#limits,
+      canStartTls: l.tls === "starttls" && !st.tls && this.#ctx.secureContext !== undefined,
+      canAuth: l.auth === "sasl" && this.#ctx.sasl !== undefined && (st.tls !== null || plainOk),
+    };
+  }
+
+  async cleanup(): Promise<void> {
+    await this.#receipt?.abort();
+    this.#conn.close();
+  }
+
   async run(): Promise<void> {
-    logEvent("connect", { client: this.#conn.remoteAddress });
-    await this.#send(reply(220, undefined, `${this.#cfg.hostname} ESMTP skiff`));
+    const id = this.#state.identity;
+    logEvent("connect", {
+      client: this.client,
+      listener: this.#ctx.listener.protocol,
+      ...(id ? { user: id.name } : {}),
+      ...(this.#state.tls ? { tls: this.#state.tls.version } : {}),
+    });
+    await this.#greet();
     while (true) {
       const ev = await this.#nextLine();
       if (ev === null) return; // client went away
       const r = ev.kind === "line" ? this.#command(ev.line) : this.#lineError(ev.error);
-      await this.#send(r);
-      if (this.#state.dataPending) await this.#send(await this.#receiveData());
+      const action = this.#state.action;
+      this.#state.action = null;
+      if (action?.kind === "bdat") await this.#bdat(action);
+      else if (action?.kind === "auth") await this.#auth(action);
+      else {
+        await this.#send(r);
+        if (action?.kind === "data") await this.#data();
+        else if (action?.kind === "starttls") await this.#startTls();
+      }
     }
+  }
+
+  /**
+   * RFC 5321 §4.3.1: the greeting. A client that talks before it is not a
+   * conforming SMTP client (spam bots, cross-protocol attacks): 554 and close.
+   */
+  async #greet(): Promise<void> {
+    const pause = this.#limits.greetPause * 1000;
+    let early = this.#conn.pending;
+    if (!early && pause > 0) {
+      try {
+        early = await this.#conn.read(pause) !== null;
+      } catch (err) {
+        if (!(err instanceof TimeoutError)) throw err;
+      }
+    }
+    if (early) {
+      logWarn("reject", { client: this.client, reason: "talked before the greeting" });
+      await this.#send({
+        ...reply(554, "5.7.1", "Error: talked before the greeting"),
+        close: true,
+      });
+    }
+    const kind = this.#state.lmtp ? "LMTP" : "ESMTP";
+    await this.#send(reply(220, undefined, `${this.#cfg.hostname} ${kind} skiff`));
   }
 
   /** Queues a reply; it is written when the session next needs input (pipelining, RFC 2920). */
   async #send(r: Reply): Promise<void> {
     if (r.code >= 400 && r.code !== 421) this.#errors++;
     this.#pending += formatReply(r);
-    if (!r.close && this.#errors >= this.#cfg.limits.errors) {
+    if (!r.close && this.#errors >= this.#limits.errors) {
       this.#pending += formatReply(
         reply(421, "4.7.0", `${this.#cfg.hostname} Error: too many errors`),
       );
@@ -96,6 +203,11 @@ class ServerSession {
     }
   }
 
+  async #close421(enhanced: string, text: string): Promise<never> {
+    await this.#send({ ...reply(421, enhanced, `${this.#cfg.hostname} ${text}`), close: true });
+    throw new SessionEnd();
+  }
+
   async #flush(): Promise<void> {
     if (this.#pending === "") return;
     const out = this.#pending;
@@ -103,20 +215,22 @@ class ServerSession {
     await this.#conn.write(encoder.encode(out));
   }
 
-  /** Reads more bytes; null at end of stream. Timeouts end the session with 421. */
+  /** Reads more bytes; false at end of stream. Timeouts end the session with 421. */
   async #fill(timeoutSeconds: number): Promise<boolean> {
     await this.#flush();
+    const left = this.#deadline - Date.now();
+    if (left <= 0) await this.#close421("4.4.2", "Error: session time limit exceeded");
     let chunk: Uint8Array | null;
     try {
-      chunk = await this.#conn.read(timeoutSeconds * 1000);
+      chunk = await this.#conn.read(Math.min(timeoutSeconds * 1000, left));
     } catch (err) {
       if (err instanceof TimeoutError) {
-        logWarn("timeout", { client: this.#conn.remoteAddress });
-        this.#pending += formatReply(
-          reply(421, "4.4.2", `${this.#cfg.hostname} Error: timeout exceeded`),
+        const whole = Date.now() >= this.#deadline;
+        logWarn("timeout", { client: this.client, ...(whole ? { limit: "session" } : {}) });
+        await this.#close421(
+          "4.4.2",
+          whole ? "Error: session time limit exceeded" : "Error: timeout exceeded",
         );
-        await this.#flush();
-        throw new SessionEnd();
       }
       throw err;
     }
@@ -129,7 +243,7 @@ class ServerSession {
     while (true) {
       const ev = this.#input.nextLine();
       if (ev) return ev;
-      if (!await this.#fill(this.#cfg.limits.commandTimeout)) return null;
+      if (!await this.#fill(this.#limits.commandTimeout)) return null;
     }
   }
 
@@ -137,7 +251,7 @@ class ServerSession {
     while (true) {
       const ev = this.#input.nextData();
       if (ev) return ev;
-      if (!await this.#fill(this.#cfg.limits.dataTimeout)) return null;
+      if (!await this.#fill(this.#limits.dataTimeout)) return null;
     }
   }
 
@@ -154,83 +268,142 @@ class ServerSession {
   #command(line: string): Reply {
     if (HTTP_VERBS.test(line)) {
       // A web client (or a cross-protocol attack) on the SMTP port: drop it at once.
-      logWarn("http command", { client: this.#conn.remoteAddress });
+      logWarn("http command", { client: this.client });
       return { ...reply(421, "4.7.0", "Error: HTTP is not spoken here"), close: true };
     }
+    const st = this.#state;
+    if (this.#ctx.listener.requireAuth && !st.identity) {
+      if (++this.#unauthenticated > this.#limits.unauthenticatedCommands) {
+        return { ...reply(421, "4.7.0", "Error: too many commands before AUTH"), close: true };
+      }
+    }
     const parsed = parseCommand(line);
-    if ("unknown" in parsed) return reply(500, "5.5.2", "Error: command not recognized");
+    if ("unknown" in parsed) {
+      if (++this.#unknown > this.#limits.unknownCommands) {
+        return { ...reply(421, "4.7.0", "Error: too many unknown commands"), close: true };
+      }
+      return reply(500, "5.5.2", "Error: command not recognized");
+    }
     const spec = COMMANDS[parsed.verb];
-    return spec.check(this.#state) ?? spec.run(this.#state, parsed.arg, this.#cfg);
+    const env = this.#env;
+    const r = spec.check(st, env) ?? spec.run(st, parsed.arg, env);
+    if (st.from === null && this.#receipt) {
+      // RSET, HELO or a new EHLO ended a BDAT transaction.
+      const receipt = this.#receipt;
+      this.#receipt = null;
+      receipt.abort();
+    }
+    return r;
   }
 
-  /** Streams message data into the spool; the reply is 250 only once it is durable. */
-  async #receiveData(): Promise<Reply> {
-    const st = this.#state;
-    st.dataPending = false;
-    const received = this.#now;
-    const writer = await this.#ctx.spool.begin();
-    const header = receivedHeader({
-      helo: st.helo ?? "unknown",
-      clientAddress: this.#conn.remoteAddress,
-      hostname: this.#cfg.hostname,
-      protocol: st.esmtp ? "ESMTP" : "SMTP",
-      id: writer.id,
-      recipient: st.recipients.length === 1 ? st.recipients[0].address : undefined,
-      time: received,
-    });
-    let size = 0;
-    let tooBig = false;
-    let committed = false;
-    try {
-      const headerBytes = encoder.encode(header);
-      await writer.write(headerBytes);
-      while (true) {
-        const ev = await this.#nextData();
-        if (ev === null) return { ...reply(421, "4.4.2", "Connection lost"), close: true };
-        if (ev.kind === "error") {
-          logWarn("reject", { id: writer.id, client: st.clientAddress, reason: ev.error });
-          // The smuggling defence: never guess where such data ends; refuse and hang up.
-          return {
-            ...reply(
-              554,
-              "5.5.2",
-              `Error: bare ${ev.error === "bare-lf" ? "LF" : "CR"} in message data; use CRLF`,
-            ),
-            close: true,
-          };
-        }
-        if (ev.kind === "end") break;
-        size += ev.bytes.length;
-        if (size > this.#cfg.limits.messageSize) tooBig = true;
-        if (!tooBig) await writer.write(ev.bytes);
-      }
-      if (tooBig) {
-        logWarn("reject", { id: writer.id, client: st.clientAddress, reason: "size", size });
-        return reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size");
-      }
-      const envelope: Envelope = {
-        id: writer.id,
-        from: st.from ?? "",
-        recipients: st.recipients,
-        received,
-        client: { address: st.clientAddress, helo: st.helo ?? "" },
-        protocol: st.esmtp ? "ESMTP" : "SMTP",
-        size: size + headerBytes.length,
-      };
-      await writer.commit(envelope);
-      committed = true;
-      logEvent("received", {
-        id: writer.id,
-        from: `<${envelope.from}>`,
-        size: envelope.size,
-        nrcpt: envelope.recipients.length,
-        client: st.clientAddress,
-      });
-      this.#ctx.onQueued(writer.id);
-      return reply(250, "2.0.0", `Ok: queued as ${writer.id}`);
-    } finally {
-      if (!committed) await writer.abort().catch(() => {});
-      resetTransaction(st);
+  #receiptOptions(checkLineEnds: boolean) {
+    return {
+      cfg: this.#cfg,
+      listener: this.#ctx.listener,
+      spool: this.#ctx.spool,
+      state: this.#state,
+      maxSize: this.#limits.messageSize,
+      client: this.client,
+      now: this.#now,
+      checkLineEnds,
+    };
+  }
+
+  /** Sends the final replies of a message and ends the transaction. */
+  async #finish(receipt: Receipt): Promise<void> {
+    this.#receipt = null;
+    const replies = await receipt.finish();
+    if (replies[0].code === 250) this.#ctx.onQueued(receipt.id);
+    resetTransaction(this.#state);
+    for (const r of replies) await this.#send(r);
+  }
+
+  /** DATA: streams dot-unstuffed content into the spool. */
+  async #data(): Promise<void> {
+    const receipt = await Receipt.begin(this.#receiptOptions(false));
+    this.#receipt = receipt;
+    while (true) {
+      const ev = await this.#nextData();
+      if (ev === null) return; // cleanup() aborts the receipt
+      if (ev.kind === "error") {
+        logWarn("reject", { id: receipt.id, client: this.client, reason: ev.error });
+        // The smuggling defence: never guess where such data ends; refuse and hang up.
+        const what = ev.error === "bare-lf" ? "LF" : "CR";
+        await this.#send({
+          ...reply(554, "5.5.2", `Error: bare ${what} in message data; use CRLF`),
+          close: true,
+        });
+      } else if (ev.kind === "end") break;
+      else await receipt.write(ev.bytes);
     }
+    await this.#finish(receipt);
+  }
+
+  /** BDAT (RFC 3030): reads exactly the chunk's octets, refused or not, to stay in step. */
+  async #bdat(a: Extract<Action, { kind: "bdat" }>): Promise<void> {
+    const st = this.#state;
+    let receipt = this.#receipt;
+    if (!a.refuse && !receipt) {
+      receipt = this.#receipt = await Receipt.begin(this.#receiptOptions(true));
+      st.bdat = true;
+    }
+    let left = a.size;
+    while (left > 0) {
+      const bytes = this.#input.take(left);
+      if (bytes === null) {
+        if (!await this.#fill(this.#limits.dataTimeout)) throw new SessionEnd();
+        continue;
+      }
+      left -= bytes.length;
+      if (!a.refuse) await receipt!.write(bytes);
+    }
+    if (a.refuse) return await this.#send(a.refuse);
+    if (!a.last) return await this.#send(reply(250, "2.0.0", `${a.size} octets received`));
+    await this.#finish(receipt!);
+  }
+
+  /** STARTTLS (RFC 3207): discards pipelined plaintext, upgrades, forgets the session. */
+  async #startTls(): Promise<void> {
+    const dropped = this.#input.discard();
+    if (dropped > 0) {
+      // RFC 3207 §4.2 / CVE-2011-0411: nothing sent before the handshake may be executed.
+      logWarn("plaintext after STARTTLS discarded", { client: this.client, bytes: dropped });
+    }
+    const greeting = encoder.encode(this.#pending);
+    this.#pending = "";
+    try {
+      this.#conn = await this.#conn.startTlsServer({
+        secureContext: this.#ctx.secureContext!(),
+        timeoutMs: this.#limits.commandTimeout * 1000,
+        greeting,
+      });
+    } catch (err) {
+      logWarn("tls handshake failed", { client: this.client, error: String(err) });
+      throw new SessionEnd();
+    }
+    // RFC 3207 §4.2: the client must start over with EHLO.
+    const st = this.#state;
+    resetTransaction(st);
+    st.helo = null;
+    st.esmtp = false;
+    if (st.identity?.kind === "sasl") st.identity = null;
+    st.tls = this.#conn.tls;
+    logEvent("starttls", { client: this.client, ...st.tls });
+  }
+
+  /** AUTH (RFC 4954): the SASL exchange, throttled per client. */
+  async #auth(a: Extract<Action, { kind: "auth" }>): Promise<void> {
+    const r = await runAuth(a, {
+      sasl: this.#ctx.sasl!,
+      client: this.client,
+      ask: async (challenge) => {
+        await this.#send(reply(334, undefined, challenge));
+        const ev = await this.#nextLine();
+        if (ev === null) throw new SessionEnd();
+        return ev.kind === "line" ? ev.line : null;
+      },
+    });
+    if (r.identity) this.#state.identity = r.identity;
+    await this.#send(r.reply);
   }
 }

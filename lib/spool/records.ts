@@ -42,7 +42,9 @@ export type JournalRecord =
     text: string;
     relay?: string;
   }
-  | { t: "failed"; rcpt: number; at: number; dsn: string; text: string; relay?: string };
+  | { t: "failed"; rcpt: number; at: number; dsn: string; text: string; relay?: string }
+  /** The sender was told about this recipient (a bounce or delay warning, queued as `id`). */
+  | { t: "notified"; rcpt: number; at: number; action: "failed" | "delayed"; id: string };
 
 /** Where one recipient stands. */
 export type RecipientStatus = "pending" | "deferred" | "delivered" | "failed";
@@ -60,6 +62,10 @@ export interface RecipientState {
   text?: string;
   /** The result records for this recipient, in journal order. */
   history: JournalRecord[];
+  /** A bounce (action "failed") covering this recipient was queued. */
+  bounced?: boolean;
+  /** A delay warning (action "delayed") covering this recipient was queued. */
+  warned?: boolean;
 }
 
 /** A message's state after replay. */
@@ -152,6 +158,11 @@ export function replay(records: JournalRecord[]): MessageState {
       );
     }
     rcpt.history.push(r);
+    if (r.t === "notified") {
+      if (r.action === "failed") rcpt.bounced = true;
+      else rcpt.warned = true;
+      continue;
+    }
     if (rcpt.status === "delivered" || rcpt.status === "failed") continue;
     if (r.t === "deferred") {
       rcpt.attempts++;
@@ -176,7 +187,15 @@ function preview(line: string): string {
   return JSON.stringify(line.length > 60 ? line.slice(0, 60) + "..." : line);
 }
 
-type Check = "string" | "number" | "string?" | "string[]?" | "params?" | "client" | "rcpts";
+type Check =
+  | "string"
+  | "number"
+  | "action"
+  | "string?"
+  | "string[]?"
+  | "params?"
+  | "client"
+  | "rcpts";
 
 const RESULT_FIELDS: Record<string, Check> = {
   rcpt: "number",
@@ -200,6 +219,7 @@ const SHAPES: Record<JournalRecord["t"], Record<string, Check>> = {
   delivered: { ...RESULT_FIELDS, relay: "string" },
   deferred: { ...RESULT_FIELDS, until: "number" },
   failed: RESULT_FIELDS,
+  notified: { rcpt: "number", at: "number", action: "action", id: "string" },
 };
 
 /** Throws unless `value` has the shape of a JournalRecord. */
@@ -223,6 +243,8 @@ function fits(v: unknown, check: Check): boolean {
       return typeof v === "string";
     case "number":
       return typeof v === "number" && Number.isFinite(v);
+    case "action":
+      return v === "failed" || v === "delayed";
     case "string?":
       return v === undefined || typeof v === "string";
     case "string[]?":

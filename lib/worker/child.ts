@@ -1,107 +1,136 @@
 /**
- * The child side of per-message isolation: `skiff worker` reads one job from
- * stdin, drops the permissions local delivery does not need, delivers the
- * named recipients into their Maildirs, appends each result to the message's
- * journal, and reports on stdout the message file name plus either the next
- * time to process it or that it should be deleted.
+ * The child side of per-message isolation: `skiff worker` reads one job and
+ * the message content from stdin, drops the permissions local delivery does
+ * not need (it keeps `run` only for pipe targets), delivers each target
+ * (Maildir, mbox, pipe) and reports every recipient's result on stdout. The
+ * manager starts it as the recipients' uid and gid when skiff is root, so
+ * the child never reads the spool: the content comes on stdin, the results
+ * go back to the manager, which appends them to the journal.
  */
 import { deliverToMaildir } from "../deliver/maildir.ts";
+import { deliverToMbox } from "../deliver/mbox.ts";
+import { deliverToPipe } from "../deliver/pipe.ts";
 import { DeliveryError } from "../deliver/errors.ts";
 import { delaySeconds, logEvent, setupLogging } from "../log/log.ts";
-import { retryDelayMs } from "../queue/retry.ts";
-import type { JournalRecord } from "../spool/records.ts";
-import { Spool } from "../spool/spool.ts";
-import { parseJob, type WorkerReport } from "./protocol.ts";
+import { type JobResult, type JobTarget, parseJob, type WorkerReport } from "./protocol.ts";
 
-/** Reads one line from stdin (bounded). */
-async function readJobLine(): Promise<string> {
+/** Largest message content a child accepts on stdin (bounded memory). */
+const MAX_CONTENT = 256 * 1024 * 1024;
+
+/** Reads the job line and then exactly `size` content bytes from stdin. */
+async function readInput(): Promise<{ line: string; content: Uint8Array; size: () => number }> {
   const reader = Deno.stdin.readable.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  while (!text.includes("\n")) {
+  let buf = new Uint8Array(0);
+  const append = (c: Uint8Array) => {
+    const n = new Uint8Array(buf.length + c.length);
+    n.set(buf);
+    n.set(c, buf.length);
+    buf = n;
+  };
+  let nl = -1;
+  while ((nl = buf.indexOf(0x0a)) < 0) {
     const { value, done } = await reader.read();
     if (done) break;
-    text += decoder.decode(value, { stream: true });
-    if (text.length > 1 << 20) throw new Error("Job line too long");
+    append(value);
+    if (buf.length > 1 << 20 && buf.indexOf(0x0a) < 0) throw new Error("Job line too long");
+  }
+  if (nl < 0) throw new Error("No job line");
+  const line = new TextDecoder().decode(buf.subarray(0, nl));
+  const chunks: Uint8Array[] = [buf.subarray(nl + 1)];
+  let total = chunks[0].length;
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > MAX_CONTENT) throw new Error("Message content too large");
+    chunks.push(value);
   }
   reader.releaseLock();
-  return text.split("\n")[0];
-}
-
-/** Drops what a delivery child never needs: network, subprocesses, FFI, system info. */
-async function dropPermissions(): Promise<void> {
-  for (const name of ["net", "run", "ffi", "sys"] as const) {
-    await Deno.permissions.revoke({ name });
+  const content = new Uint8Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    content.set(c, off);
+    off += c.length;
   }
+  return { line, content, size: () => total };
 }
 
-/** The local part of an address: the Maildir user. */
-function localPart(address: string): string {
-  const at = address.lastIndexOf("@");
-  return at < 0 ? address : address.slice(0, at);
+/** Drops what a delivery child never needs: network, FFI, system info, and subprocesses unless piping. */
+async function dropPermissions(keepRun: boolean): Promise<void> {
+  const names = ["net", "ffi", "sys", ...(keepRun ? [] : ["run"])] as const;
+  for (const name of names) await Deno.permissions.revoke({ name: name as "net" });
+}
+
+async function deliverOne(
+  t: JobTarget,
+  job: { sender: string; hostname: string },
+  content: Uint8Array,
+): Promise<string> {
+  const d = t.destination;
+  const domain = t.address.includes("@") ? t.address.slice(t.address.lastIndexOf("@") + 1) : "";
+  switch (d.kind) {
+    case "maildir": {
+      const path = await deliverToMaildir({
+        root: d.path,
+        user: t.user,
+        returnPath: job.sender,
+        deliveredTo: t.address,
+        hostname: job.hostname,
+        content: ReadableStream.from([content]),
+      });
+      return `Delivered to maildir as ${path.slice(path.lastIndexOf("/") + 1)}`;
+    }
+    case "mbox":
+      await deliverToMbox({
+        path: d.path,
+        returnPath: job.sender,
+        deliveredTo: t.address,
+        content,
+      });
+      return `Delivered to mbox ${d.path}`;
+    case "pipe":
+      return await deliverToPipe({
+        command: d.command,
+        vars: { recipient: t.address, sender: job.sender, user: t.user, domain },
+        content,
+        timeoutMs: 50_000,
+      });
+    default:
+      throw new DeliveryError(`Destination ${d.kind} is not local`, { dsn: "4.3.5" });
+  }
 }
 
 /** Runs one job; returns the process exit code. */
 export async function workerMain(): Promise<number> {
-  const job = parseJob(await readJobLine());
-  await setupLogging(job.log);
-  await dropPermissions();
-  const spool = new Spool(job.spoolDir);
-  const state = await spool.load(job.file);
-  for (const index of job.recipients) {
-    const rcpt = state.recipients[index];
-    if (!rcpt || rcpt.status === "delivered" || rcpt.status === "failed") continue;
-    const now = Date.now();
-    let record: JournalRecord;
+  const input = await readInput();
+  const job = parseJob(input.line);
+  await setupLogging(job.log, { process: "worker" });
+  if (input.size() !== job.size) {
+    throw new Error(`Expected ${job.size} content bytes, got ${input.size()}`);
+  }
+  await dropPermissions(job.targets.some((t) => t.destination.kind === "pipe"));
+  const results: JobResult[] = [];
+  for (const t of job.targets) {
+    const started = Date.now();
+    let result: JobResult;
     try {
-      const { stream } = await spool.content(job.file);
-      const path = await deliverToMaildir({
-        root: job.maildirRoot,
-        user: localPart(rcpt.address),
-        returnPath: state.envelope.from,
-        deliveredTo: rcpt.address,
-        hostname: job.hostname,
-        content: stream,
-      });
-      const name = path.slice(path.lastIndexOf("/") + 1);
-      record = {
-        t: "delivered",
-        rcpt: index,
-        at: now,
-        dsn: "2.0.0",
-        text: `Delivered to maildir as ${name}`,
-        relay: "local",
-      };
+      const text = await deliverOne(t, job, input.content);
+      result = { rcpt: t.rcpt, outcome: "delivered", dsn: "2.0.0", text };
     } catch (err) {
       const permanent = err instanceof DeliveryError && err.permanent;
       const dsn = err instanceof DeliveryError ? err.dsn : "4.3.0";
       const text = err instanceof Error ? err.message : String(err);
-      record = permanent ? { t: "failed", rcpt: index, at: now, dsn, text, relay: "local" } : {
-        t: "deferred",
-        rcpt: index,
-        at: now,
-        until: now + retryDelayMs(rcpt.attempts + 1, job),
-        dsn,
-        text,
-        relay: "local",
-      };
+      result = { rcpt: t.rcpt, outcome: permanent ? "failed" : "deferred", dsn, text };
     }
-    // The journal is the truth: the result is durable before it is reported.
-    await spool.append(job.file, [record]);
-    logEvent(record.t, {
+    results.push(result);
+    logEvent("local delivery", {
       id: job.file,
-      to: `<${rcpt.address}>`,
-      relay: "local",
-      delay: delaySeconds(state.envelope.received, now),
-      dsn: record.dsn,
-      status: record.t === "delivered" ? "sent" : record.t === "deferred" ? "deferred" : "bounced",
-      text: record.text,
+      to: `<${t.address}>`,
+      outcome: result.outcome,
+      took: delaySeconds(started, Date.now()),
     });
   }
-  const after = await spool.load(job.file);
-  const report: WorkerReport = after.done
-    ? { file: job.file, delete: true }
-    : { file: job.file, next: after.nextAttempt };
+  const report: WorkerReport = { file: job.file, results };
   await Deno.stdout.write(new TextEncoder().encode(JSON.stringify(report) + "\n"));
   return 0;
 }

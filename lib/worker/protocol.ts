@@ -1,34 +1,57 @@
 /**
  * The pipe protocol between the queue manager and a worker child (the seed
  * notes' vocabulary): the manager writes one job as a JSON line on the
- * child's stdin; the child answers one JSON line on stdout naming the
- * message file and either the next time to process it or that it should be
- * deleted. Everything read from a child is validated: a child that prints
- * garbage is treated like one that crashed.
+ * child's stdin, followed by the message content (exactly `size` bytes), so
+ * a child running as the recipient's uid never needs to read the spool. The
+ * child delivers and answers one JSON line naming the message file and each
+ * recipient's result; the manager appends those to the journal. Everything
+ * read from a child is validated: a child that prints garbage is treated
+ * like one that crashed.
  */
 import type { LogConfig } from "../config/types.ts";
+import type { Destination } from "../route/types.ts";
 import { isQueueId } from "../spool/queue_id.ts";
 
-/** A local-delivery job for one message. */
+/** One recipient of a local-delivery job. */
+export interface JobTarget {
+  /** Index into envelope.recipients. */
+  rcpt: number;
+  address: string;
+  /** Mailbox name (lower-case local part). */
+  user: string;
+  destination: Destination;
+}
+
+/** A local-delivery job for one message and one uid/gid. */
 export interface DeliveryJob {
-  v: 1;
+  v: 2;
   /** The message's queue id (its file name in the spool's queue/). */
   file: string;
-  spoolDir: string;
-  maildirRoot: string;
   hostname: string;
-  /** Indexes of the recipients to deliver locally now. */
-  recipients: number[];
-  retryMin: number;
-  retryMax: number;
+  /** Envelope sender ("" = null sender). */
+  sender: string;
+  /** Content bytes that follow the job line. */
+  size: number;
+  targets: JobTarget[];
   /** The manager's log settings, so the child's lines match its own. */
   log: LogConfig;
 }
 
+/** One recipient's result from a child. */
+export interface JobResult {
+  rcpt: number;
+  outcome: "delivered" | "deferred" | "failed";
+  dsn: string;
+  text: string;
+}
+
 /** What a child reports about one message. */
-export type WorkerReport =
-  | { file: string; delete: true }
-  | { file: string; next: number };
+export interface WorkerReport {
+  file: string;
+  results: JobResult[];
+}
+
+const OUTCOMES = ["delivered", "deferred", "failed"];
 
 /** Parses and validates one report line; throws a clear error on anything else. */
 export function parseReport(line: string, expectedFile: string): WorkerReport {
@@ -45,25 +68,37 @@ export function parseReport(line: string, expectedFile: string): WorkerReport {
   if (r.file !== expectedFile || !isQueueId(String(r.file))) {
     throw new Error(`Worker reported on ${JSON.stringify(r.file)}, expected ${expectedFile}`);
   }
-  if (r.delete === true) return { file: expectedFile, delete: true };
-  if (typeof r.next === "number" && Number.isFinite(r.next) && r.next >= 0) {
-    return { file: expectedFile, next: r.next };
-  }
-  throw new Error("Worker report has neither delete nor a valid next time");
+  if (!Array.isArray(r.results)) throw new Error("Worker report has no results");
+  const results = r.results.map((x) => {
+    const o = x as Record<string, unknown>;
+    if (
+      !Number.isSafeInteger(o.rcpt) || !OUTCOMES.includes(o.outcome as string) ||
+      typeof o.dsn !== "string" || !/^[245]\.\d{1,3}\.\d{1,3}$/.test(o.dsn) ||
+      typeof o.text !== "string"
+    ) throw new Error("Worker report has a malformed result");
+    return {
+      rcpt: o.rcpt,
+      outcome: o.outcome,
+      dsn: o.dsn,
+      text: o.text.slice(0, 1000),
+    } as JobResult;
+  });
+  return { file: expectedFile, results };
 }
 
 /** Parses a job line (child side); throws on anything malformed. */
 export function parseJob(line: string): DeliveryJob {
   const j = JSON.parse(line) as DeliveryJob;
-  if (j.v !== 1 || typeof j.file !== "string" || !isQueueId(j.file)) {
+  if (j.v !== 2 || typeof j.file !== "string" || !isQueueId(j.file)) {
     throw new Error("Job has no valid queue id");
   }
-  if (!Array.isArray(j.recipients) || !j.recipients.every((n) => Number.isInteger(n) && n >= 0)) {
-    throw new Error("Job has no valid recipient list");
+  if (
+    !Array.isArray(j.targets) || !j.targets.every((t) => Number.isInteger(t.rcpt) && t.destination)
+  ) {
+    throw new Error("Job has no valid target list");
   }
   if (typeof j.log !== "object" || j.log === null) throw new Error("Job has no log settings");
-  for (const k of ["spoolDir", "maildirRoot", "hostname"] as const) {
-    if (typeof j[k] !== "string" || j[k] === "") throw new Error(`Job has no ${k}`);
-  }
+  if (!Number.isSafeInteger(j.size) || j.size < 0) throw new Error("Job has no valid size");
+  if (typeof j.hostname !== "string" || j.hostname === "") throw new Error("Job has no hostname");
   return j;
 }

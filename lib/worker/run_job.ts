@@ -1,9 +1,10 @@
 /**
  * The manager's side of per-message isolation: start a copy of skiff as a
- * worker child, hand it one job on stdin, read its one-line report from
+ * worker child (as the recipients' uid and gid when skiff is root), hand it
+ * one job and the message content on stdin, read its one-line report from
  * stdout. A child that crashes, hangs past its deadline (it is killed) or
- * prints garbage makes this reject; the manager then defers the recipients,
- * so the message is retried, never lost.
+ * prints garbage makes this reject; the manager then defers the
+ * recipients, so the message is retried, never lost.
  */
 import { type DeliveryJob, parseReport, type WorkerReport } from "./protocol.ts";
 import { selfCommand } from "./self_command.ts";
@@ -11,17 +12,30 @@ import { selfCommand } from "./self_command.ts";
 /** Reports larger than this are garbage by definition. */
 const MAX_REPORT_BYTES = 64 * 1024;
 
+/** How to run one job. */
+export interface RunOptions {
+  timeoutMs: number;
+  /** Another program instead of skiff (tests). */
+  command?: { command: string; args: string[] };
+  /** The message content, written after the job line. */
+  content?: () => Promise<ReadableStream<Uint8Array>>;
+  /** Run as this uid and gid (both: setting only uid leaves gid 0). */
+  uid?: number;
+  gid?: number;
+}
+
 /** Runs one job in a child; resolves with its validated report. */
-export async function runWorkerJob(
-  job: DeliveryJob,
-  opts: { timeoutMs: number; command?: { command: string; args: string[] } },
-): Promise<WorkerReport> {
+export async function runWorkerJob(job: DeliveryJob, opts: RunOptions): Promise<WorkerReport> {
   const cmd = opts.command ?? selfCommand(["worker"]);
+  const ids = opts.uid !== undefined && opts.gid !== undefined
+    ? { uid: opts.uid, gid: opts.gid }
+    : {};
   const child = new Deno.Command(cmd.command, {
     args: cmd.args,
     stdin: "piped",
     stdout: "piped",
     stderr: "inherit",
+    ...ids,
   }).spawn();
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -31,11 +45,21 @@ export async function runWorkerJob(
     } catch { /* already gone */ }
   }, opts.timeoutMs);
   try {
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(JSON.stringify(job) + "\n")).catch(() => {});
-    await writer.close().catch(() => {});
+    const feed = (async () => {
+      const writer = child.stdin.getWriter();
+      try {
+        await writer.write(new TextEncoder().encode(JSON.stringify(job) + "\n"));
+        if (opts.content) {
+          for await (const chunk of await opts.content()) await writer.write(chunk);
+        }
+        await writer.close();
+      } catch {
+        await writer.abort().catch(() => {}); // the child went away: its status says why
+      }
+    })();
     const out = await readBounded(child.stdout, MAX_REPORT_BYTES);
     const status = await child.status;
+    await feed;
     if (timedOut) throw new Error(`Worker timed out after ${opts.timeoutMs} ms and was killed`);
     if (!status.success) {
       const how = status.signal ? `signal ${status.signal}` : `exit code ${status.code}`;

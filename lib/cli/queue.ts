@@ -1,0 +1,247 @@
+/**
+ * `skiff queue`: the operator's view and handles on the queue, like
+ * Postfix's postqueue and postsuper. `list [--json]` prints the queue (JSON:
+ * one object per message per line, like `postqueue -j`); `show ID` prints
+ * the envelope and each recipient's history; `hold`, `release`, `delete`
+ * and `retry` take ids, `--domain DOMAIN` (messages with an open recipient
+ * there) or `--all`, and say how many messages they changed. With a manager
+ * running the work is done by it, over the control socket.
+ */
+import type { Config } from "../config/types.ts";
+import { ControlError } from "../control/client.ts";
+import type { QueueOp, Selection } from "../control/protocol.ts";
+import {
+  applyQueueOp,
+  listQueue,
+  type OpResult,
+  type QueueEntry,
+  showMessage,
+} from "../control/queue_ops.ts";
+import { isQueueId } from "../spool/queue_id.ts";
+import type { Envelope } from "../spool/records.ts";
+import { EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE } from "./exit_codes.ts";
+import { LOCKED_MESSAGE, oneShotPass, viaManager } from "./manager_link.ts";
+import { tryLockSpool } from "./spool_lock.ts";
+
+const USAGE = `Usage: skiff queue list [--json]
+       skiff queue show ID [--json]
+       skiff queue hold|release|delete|retry (ID... | --domain DOMAIN | --all)`;
+
+const PAST: Record<string, string> = {
+  hold: "placed on hold",
+  release: "released from hold",
+  delete: "deleted",
+  retry: "scheduled for immediate delivery",
+};
+
+/** Parses the selection arguments of a changing operation. */
+export function parseSelection(args: string[]): Selection {
+  const sel: Selection = {};
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--all" || a === "ALL") sel.all = true;
+    else if (a === "--domain") {
+      const d = args[++i];
+      if (!d) throw new Error("Option --domain needs a domain");
+      sel.domain = d.toLowerCase();
+    } else if (a.startsWith("--domain=")) sel.domain = a.slice(9).toLowerCase();
+    else if (a.startsWith("-")) throw new Error(`Unknown option ${a}`);
+    else if (!isQueueId(a)) throw new Error(`Not a queue id: ${JSON.stringify(a)}`);
+    else (sel.ids ??= []).push(a);
+  }
+  if (!sel.all && sel.domain === undefined && !sel.ids) {
+    throw new Error("Name the messages: queue ids, --domain DOMAIN or --all");
+  }
+  return sel;
+}
+
+/** Runs `skiff queue ...`; returns the exit code. */
+export async function queueCommand(cfg: Config, argv: string[]): Promise<number> {
+  const [op, ...rest] = argv;
+  try {
+    switch (op) {
+      case "list":
+        return await list(cfg, rest);
+      case "show":
+        return await show(cfg, rest);
+      case "hold":
+      case "release":
+      case "delete":
+      case "retry":
+        return await change(cfg, op, parseSelection(rest));
+      default:
+        console.error(
+          op ? `skiff queue: unknown operation ${JSON.stringify(op)}\n${USAGE}` : USAGE,
+        );
+        return EX_USAGE;
+    }
+  } catch (err) {
+    if (err instanceof ControlError) {
+      console.error(`skiff queue: the manager refused: ${err.message}`);
+      return EX_SOFTWARE;
+    }
+    if (err instanceof Error && !(err instanceof Deno.errors.PermissionDenied)) {
+      if (/^(Unknown option|Option|Not a queue id|Name the messages)/.test(err.message)) {
+        console.error(`skiff queue: ${err.message}\n${USAGE}`);
+        return EX_USAGE;
+      }
+    }
+    throw err;
+  }
+}
+
+/** The queue, from the manager (which knows what is active) or the spool. */
+export async function fetchQueue(cfg: Config): Promise<QueueEntry[] | null> {
+  const r = await viaManager(
+    cfg,
+    { cmd: "queue", op: "list", select: {} },
+    (hooks) => listQueue(cfg.spoolDir, hooks),
+  );
+  if (r.via === "manager") return r.reply.messages as QueueEntry[];
+  if (r.via === "spool") return r.value;
+  // A queue run holds the lock: reading is still safe, only without "active" marks.
+  return await listQueue(cfg.spoolDir);
+}
+
+async function list(cfg: Config, args: string[]): Promise<number> {
+  const json = args.includes("--json");
+  const bad = args.find((a) => a !== "--json");
+  if (bad) {
+    console.error(`skiff queue list: unknown option ${bad}\n${USAGE}`);
+    return EX_USAGE;
+  }
+  const entries = (await fetchQueue(cfg)) ?? [];
+  if (json) {
+    for (const e of entries) console.log(JSON.stringify(e));
+  } else {
+    console.log(formatMailq(entries));
+  }
+  return EX_OK;
+}
+
+async function show(cfg: Config, args: string[]): Promise<number> {
+  const json = args.includes("--json");
+  const ids = args.filter((a) => a !== "--json");
+  if (ids.length !== 1 || !isQueueId(ids[0])) {
+    console.error(`skiff queue show: name one queue id\n${USAGE}`);
+    return EX_USAGE;
+  }
+  const r = await viaManager(
+    cfg,
+    { cmd: "queue", op: "show", select: { ids } },
+    (hooks) => showMessage(cfg.spoolDir, ids[0], hooks),
+  );
+  const msg = r.via === "manager"
+    ? r.reply.message
+    : r.via === "spool"
+    ? r.value
+    : await showMessage(cfg.spoolDir, ids[0]);
+  if (!msg) {
+    console.error(`skiff queue show: no message ${ids[0]} in the queue`);
+    return EX_NOINPUT;
+  }
+  if (json) console.log(JSON.stringify(msg, null, 2));
+  else console.log(formatShow(msg as Awaited<ReturnType<typeof showMessage>> & object));
+  return EX_OK;
+}
+
+async function change(
+  cfg: Config,
+  op: Exclude<QueueOp, "list" | "show">,
+  sel: Selection,
+): Promise<number> {
+  const r = await viaManager(cfg, { cmd: "queue", op, select: sel }, async (hooks) => {
+    const res = await applyQueueOp(cfg.spoolDir, op, sel, hooks);
+    return res;
+  });
+  if (r.via === "locked") {
+    console.error(`skiff queue ${op}: ${LOCKED_MESSAGE}`);
+    return EX_TEMPFAIL;
+  }
+  const res = (r.via === "manager" ? r.reply : r.value) as unknown as OpResult;
+  console.log(`skiff queue ${op}: ${res.count} message(s) ${PAST[op]}`);
+  for (const id of res.ids) console.log(`  ${id}`);
+  if (op === "retry" && r.via === "spool" && res.count > 0) {
+    // No manager: "retry now" means a queue pass for these messages, here.
+    const lock = await tryLockSpool(cfg.spoolDir);
+    if (lock === null) {
+      console.error(`skiff queue retry: ${LOCKED_MESSAGE}`);
+      return EX_TEMPFAIL;
+    }
+    try {
+      const { left } = await oneShotPass(cfg, lock, res.ids);
+      console.log(`skiff queue retry: queue pass done, ${left} message(s) still queued`);
+    } finally {
+      lock.release();
+    }
+  }
+  return EX_OK;
+}
+
+function arrival(sec: number): string {
+  const d = new Date(sec * 1000);
+  return d.toUTCString().replace(/^(\w+), (\d+) (\w+) \d+ ([\d:]+) GMT$/, "$1 $3 $2 $4");
+}
+
+/** The Postfix mailq layout: `*` marks active messages, `!` held ones. */
+export function formatMailq(entries: QueueEntry[]): string {
+  if (entries.length === 0) return "Mail queue is empty";
+  const out = ["-Queue ID-         --Size-- ----Arrival Time---- -Sender/Recipient-------"];
+  let bytes = 0;
+  for (const e of entries) {
+    bytes += e.message_size;
+    const mark = e.queue_name === "active" ? "*" : e.queue_name === "hold" ? "!" : " ";
+    out.push(
+      `${e.queue_id}${mark} ${String(e.message_size).padStart(8)} ${
+        arrival(e.arrival_time).padEnd(20)
+      } ${e.sender || "MAILER-DAEMON"}`,
+    );
+    for (const r of e.recipients) {
+      if (r.status !== "pending" && r.status !== "deferred") continue;
+      if (r.delay_reason) out.push(`${" ".repeat(49)}(${r.delay_reason.slice(0, 200)})`);
+      out.push(`${" ".repeat(49)}${r.address}`);
+    }
+    out.push("");
+  }
+  const n = entries.length;
+  out.push(`-- ${Math.ceil(bytes / 1024)} Kbytes in ${n} Request${n === 1 ? "" : "s"}.`);
+  return out.join("\n");
+}
+
+function formatShow(m: QueueEntry & { envelope: Envelope; history: unknown[] }) {
+  const e = m.envelope;
+  const lines = [
+    `id:        ${m.queue_id} (${m.queue_name})`,
+    `arrived:   ${new Date(m.arrival_time * 1000).toISOString()}`,
+    `size:      ${m.message_size}`,
+    `sender:    <${m.sender}>`,
+    `client:    ${e.client?.address || "local"}${
+      e.client?.auth ? ` (auth ${e.client.auth})` : ""
+    } via ${e.protocol}`,
+    "recipients:",
+  ];
+  m.recipients.forEach((r, i) => {
+    lines.push(
+      `  ${i}: <${r.address}> ${r.status}, ${r.attempts} attempt(s)${
+        r.next_attempt ? `, next ${new Date(r.next_attempt * 1000).toISOString()}` : ""
+      }`,
+    );
+    for (
+      const h of m.history as {
+        rcpt?: number;
+        t: string;
+        at?: number;
+        dsn?: string;
+        text?: string;
+      }[]
+    ) {
+      if (h.rcpt !== i) continue;
+      lines.push(
+        `     ${h.at ? new Date(h.at).toISOString() : "?"} ${h.t}${h.dsn ? ` ${h.dsn}` : ""}${
+          h.text ? ` ${h.text}` : ""
+        }`,
+      );
+    }
+  });
+  return lines.join("\n");
+}

@@ -1,0 +1,237 @@
+/**
+ * The operator's queue operations (Postfix's postqueue/postsuper): list,
+ * show, hold, release, delete and retry, by id, by recipient domain or all.
+ * Held messages live in `<spool>/hold/`, out of the manager's sight, as in
+ * Postfix's hold queue; release moves them back. The same code runs inside
+ * the manager (behind the control socket, with hooks that keep the
+ * scheduler's hands off a message while it is moved) and in a CLI process
+ * holding the spool lock when no manager runs.
+ */
+import { parseHeader } from "../spool/spool.ts";
+import { isQueueId } from "../spool/queue_id.ts";
+import { parseJournal, replay } from "../spool/records.ts";
+import type { MessageState } from "../spool/records.ts";
+import { syncDir } from "../spool/durable.ts";
+import { logEvent } from "../log/log.ts";
+import { domainOf } from "../smtp/policy.ts";
+import type { QueueOp, Selection } from "./protocol.ts";
+
+/** What queue operations need from a running scheduler (no-ops without one). */
+export interface QueueHooks {
+  /** Runs fn while the scheduler leaves the message alone (waits for a delivery in progress). */
+  withdraw<T>(id: string, fn: () => Promise<T>): Promise<T>;
+  /** Makes these messages due now, deferred recipients included. */
+  retry(ids: string[]): void | Promise<void>;
+  /** Schedules a message that came back into queue/. */
+  enqueue(id: string): void;
+  /** Ids being delivered right now. */
+  activeIds(): Set<string>;
+}
+
+/** Hooks for a process that holds the spool lock and runs no scheduler. */
+export const NO_SCHEDULER: QueueHooks = {
+  withdraw: (_id, fn) => fn(),
+  retry: () => {},
+  enqueue: () => {},
+  activeIds: () => new Set(),
+};
+
+/** Where a message is: Postfix's queue names. */
+export type QueueName = "active" | "deferred" | "incoming" | "hold";
+
+/** One message as `skiff queue list --json` prints it (like `postqueue -j`). */
+export interface QueueEntry {
+  queue_name: QueueName;
+  queue_id: string;
+  /** Epoch seconds. */
+  arrival_time: number;
+  message_size: number;
+  sender: string;
+  recipients: {
+    address: string;
+    status: string;
+    delay_reason?: string;
+    attempts: number;
+    /** Epoch seconds of the next attempt, for deferred recipients. */
+    next_attempt?: number;
+  }[];
+}
+
+/** The hold directory of a spool. */
+export function holdDir(spoolDir: string): string {
+  return `${trim(spoolDir)}/hold`;
+}
+
+function queueDir(spoolDir: string): string {
+  return `${trim(spoolDir)}/queue`;
+}
+
+function trim(dir: string): string {
+  return dir.length > 1 ? dir.replace(/\/+$/, "") : dir;
+}
+
+/** Queue ids in a directory (validated names only), oldest first; [] when it does not exist. */
+async function idsIn(dir: string): Promise<string[]> {
+  const ids: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) if (e.isFile && isQueueId(e.name)) ids.push(e.name);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  return ids.sort();
+}
+
+/** Reads and replays the journal of the spool file at `path`. */
+export async function loadFile(path: string, id: string): Promise<MessageState> {
+  const bytes = await Deno.readFile(path);
+  const header = parseHeader(bytes, id);
+  const state = replay(parseJournal(new TextDecoder().decode(bytes.subarray(header.journal))));
+  if (state.envelope.id !== id) throw new Error(`Spool file ${id} holds another message`);
+  return state;
+}
+
+/** A message found in queue/ or hold/. */
+interface Found {
+  id: string;
+  held: boolean;
+  state: MessageState;
+}
+
+/** Every readable message in queue/ and hold/ (files removed while we look are skipped). */
+async function scanAll(spoolDir: string): Promise<Found[]> {
+  const out: Found[] = [];
+  for (const [dir, held] of [[queueDir(spoolDir), false], [holdDir(spoolDir), true]] as const) {
+    for (const id of await idsIn(dir)) {
+      try {
+        out.push({ id, held, state: await loadFile(`${dir}/${id}`, id) });
+      } catch { /* delivered and removed while we looked, or unreadable: mailq skips it */ }
+    }
+  }
+  return out.sort((a, b) => a.state.envelope.received - b.state.envelope.received);
+}
+
+function entryOf(f: Found, active: Set<string>): QueueEntry {
+  const open = f.state.recipients.filter((r) => r.status === "pending" || r.status === "deferred");
+  const queueName: QueueName = f.held
+    ? "hold"
+    : active.has(f.id)
+    ? "active"
+    : open.some((r) => r.status === "deferred")
+    ? "deferred"
+    : "incoming";
+  return {
+    queue_name: queueName,
+    queue_id: f.id,
+    arrival_time: Math.floor(f.state.envelope.received / 1000),
+    message_size: f.state.envelope.size,
+    sender: f.state.envelope.from,
+    recipients: f.state.recipients.map((r) => ({
+      address: r.address,
+      status: r.status,
+      ...(r.status === "deferred" && r.text ? { delay_reason: r.text } : {}),
+      attempts: r.attempts,
+      ...(r.status === "deferred" ? { next_attempt: Math.floor(r.nextAttempt / 1000) } : {}),
+    })),
+  };
+}
+
+/** Every queued and held message, oldest first. */
+export async function listQueue(spoolDir: string, hooks = NO_SCHEDULER): Promise<QueueEntry[]> {
+  const active = hooks.activeIds();
+  return (await scanAll(spoolDir)).map((f) => entryOf(f, active));
+}
+
+/** One message's envelope and every recipient's history, or null when unknown. */
+export async function showMessage(
+  spoolDir: string,
+  id: string,
+  hooks = NO_SCHEDULER,
+): Promise<(QueueEntry & { envelope: MessageState["envelope"]; history: unknown[] }) | null> {
+  if (!isQueueId(id)) return null;
+  for (const [dir, held] of [[queueDir(spoolDir), false], [holdDir(spoolDir), true]] as const) {
+    try {
+      const state = await loadFile(`${dir}/${id}`, id);
+      return {
+        ...entryOf({ id, held, state }, hooks.activeIds()),
+        envelope: state.envelope,
+        history: state.recipients.flatMap((r) => r.history),
+      };
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
+  return null;
+}
+
+function matches(f: Found, sel: Selection): boolean {
+  if (sel.all) return true;
+  if (sel.ids?.includes(f.id)) return true;
+  if (sel.domain !== undefined) {
+    return f.state.recipients.some((r) =>
+      (r.status === "pending" || r.status === "deferred") && domainOf(r.address) === sel.domain
+    );
+  }
+  return false;
+}
+
+/** Moves a spool file between queue/ and hold/ durably (rename, then fsync both directories). */
+async function move(from: string, to: string, id: string): Promise<boolean> {
+  await Deno.mkdir(to, { recursive: true, mode: 0o700 });
+  try {
+    await Deno.rename(`${from}/${id}`, `${to}/${id}`);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false; // delivered meanwhile
+    throw err;
+  }
+  await syncDir(to);
+  await syncDir(from);
+  return true;
+}
+
+/** The result of a changing operation: how many messages, and which. */
+export interface OpResult {
+  count: number;
+  ids: string[];
+}
+
+/** Applies hold/release/delete/retry to the selected messages. */
+export async function applyQueueOp(
+  spoolDir: string,
+  op: Exclude<QueueOp, "list" | "show">,
+  sel: Selection,
+  hooks = NO_SCHEDULER,
+): Promise<OpResult> {
+  const chosen = (await scanAll(spoolDir)).filter((f) => matches(f, sel));
+  const done: string[] = [];
+  const queue = queueDir(spoolDir);
+  const hold = holdDir(spoolDir);
+  for (const f of chosen) {
+    let ok = false;
+    if (op === "hold" && !f.held) {
+      ok = await hooks.withdraw(f.id, () => move(queue, hold, f.id));
+    } else if (op === "release" && f.held) {
+      ok = await move(hold, queue, f.id);
+      if (ok) hooks.enqueue(f.id);
+    } else if (op === "delete") {
+      const dir = f.held ? hold : queue;
+      ok = await hooks.withdraw(f.id, async () => {
+        try {
+          await Deno.remove(`${dir}/${f.id}`);
+          return true;
+        } catch (err) {
+          if (err instanceof Deno.errors.NotFound) return false;
+          throw err;
+        }
+      });
+    } else if (op === "retry" && !f.held) {
+      ok = true;
+    }
+    if (ok) {
+      done.push(f.id);
+      if (op !== "retry") logEvent(op === "delete" ? "removed" : op, { id: f.id, by: "operator" });
+    }
+  }
+  // Released messages are tried at once too, as Postfix's postsuper -H does via the next scan.
+  if ((op === "retry" || op === "release") && done.length > 0) await hooks.retry(done);
+  return { count: done.length, ids: done };
+}

@@ -1,0 +1,103 @@
+/**
+ * The control socket of a running manager (Postfix's public/qmgr and
+ * showq, in one): a unix socket inside the spool directory, mode 0600, so
+ * only the manager's own user (and root) can reach it. Each connection
+ * carries one JSON request line and gets one JSON reply line. Requests are
+ * checked against a closed set before anything runs.
+ */
+import * as net from "node:net";
+import { logEvent, logWarn } from "../log/log.ts";
+import { checkRequest, type ControlReply, type ControlRequest, MAX_REQUEST } from "./protocol.ts";
+
+/** Runs one checked request; throws an Error whose message is the reply's error text. */
+export type ControlHandler = (req: ControlRequest) => Promise<Record<string, unknown>>;
+
+/** A listening control socket. */
+export interface ControlServer {
+  path: string;
+  close(): Promise<void>;
+}
+
+/** Seconds a client may take to send its request line. */
+const REQUEST_TIMEOUT_MS = 10_000;
+
+/**
+ * Listens on `path` (a leftover socket from a previous manager is removed;
+ * the caller holds the spool lock, so no live manager owns it). Refuses to
+ * remove anything at `path` that is not a socket.
+ */
+export async function startControlServer(
+  path: string,
+  handler: ControlHandler,
+): Promise<ControlServer> {
+  try {
+    const st = await Deno.lstat(path);
+    if (!st.isSocket) throw new Error(`${path} exists and is not a socket; not removing it`);
+    await Deno.remove(path);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  const open = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    open.add(socket);
+    socket.on("close", () => open.delete(socket));
+    serveOne(socket, handler);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once(
+      "error",
+      (err: Error) => reject(new Error(`Cannot listen on control socket ${path}: ${err.message}`)),
+    );
+    server.listen({ path }, () => resolve());
+  });
+  // The spool directory (0700) already keeps others out; the mode says so on the socket too.
+  await Deno.chmod(path, 0o600);
+  logEvent("listening", { address: `unix:${path}`, protocol: "control" });
+  return {
+    path,
+    close: async () => {
+      server.close();
+      for (const s of open) s.destroy();
+      await Deno.remove(path).catch(() => {});
+    },
+  };
+}
+
+function serveOne(socket: net.Socket, handler: ControlHandler): void {
+  let buf = "";
+  let done = false;
+  const timer = setTimeout(() => socket.destroy(), REQUEST_TIMEOUT_MS);
+  const answer = (reply: ControlReply) => {
+    clearTimeout(timer);
+    socket.end(JSON.stringify(reply) + "\n");
+  };
+  socket.setEncoding("utf8");
+  socket.on("error", () => clearTimeout(timer));
+  socket.on("data", (d: string) => {
+    if (done) return;
+    buf += d;
+    const nl = buf.indexOf("\n");
+    if (nl < 0) {
+      if (buf.length > MAX_REQUEST) {
+        done = true;
+        answer({ ok: false, error: "Request too long" });
+      }
+      return;
+    }
+    done = true;
+    let req: ControlRequest;
+    try {
+      req = checkRequest(JSON.parse(buf.slice(0, nl)));
+    } catch (err) {
+      answer({ ok: false, error: `Bad request: ${(err as Error).message}` });
+      return;
+    }
+    handler(req).then(
+      (result) => answer({ ok: true, ...result }),
+      (err) => {
+        logWarn("control request failed", { cmd: req.cmd, error: String(err) });
+        answer({ ok: false, error: (err as Error).message ?? String(err) });
+      },
+    );
+  });
+}

@@ -1,0 +1,137 @@
+/**
+ * Network delivery of one message to one destination: MX delivery (RFC 5321
+ * §5.1: each MX address in turn), a fixed SMTP host (relayhost or a route),
+ * or an LMTP server on TCP or a unix socket. A cached session for the same
+ * destination, TLS policy and AUTH identity is reused when there is one;
+ * otherwise addresses are tried in order, moving on after a connection
+ * failure, a 4xx greeting or any trouble before a recipient was answered.
+ * Never throws for delivery trouble: every recipient gets an outcome.
+ */
+import type { TlsMode } from "../route/types.ts";
+import { resolveMx, type ResolverOptions } from "../dns/mx.ts";
+import {
+  endResults,
+  openSession,
+  type OutgoingMessage,
+  relayName,
+  type SendResult,
+  type SmtpTarget,
+} from "../smtp/client.ts";
+import { SessionEnd } from "../smtp/client_session.ts";
+import { ConnectionCache } from "./conn_cache.ts";
+import { DeliveryError } from "./errors.ts";
+
+/** A network destination after routing. */
+export type NetDestination =
+  | { kind: "mx"; domain: string; tls: TlsMode }
+  | {
+    kind: "smtp";
+    host: string;
+    port: number;
+    tls: TlsMode;
+    authUser: string;
+    authPassword: string;
+  }
+  | { kind: "lmtp"; host: string; port: number; socket: string; tls: TlsMode };
+
+/** What network delivery needs from the manager. */
+export interface NetContext {
+  helo: string;
+  connectTimeoutMs: number;
+  replyTimeoutMs: number;
+  cache: ConnectionCache;
+  resolver: ResolverOptions;
+  /** Port for MX delivery (25; tests use another). */
+  mxPort: number;
+  /** Extra CAs trusted for tls = "verify" (tests). */
+  ca?: string[];
+}
+
+/** The cache key of a destination. */
+export function destinationKey(d: NetDestination): string {
+  const where = d.kind === "mx"
+    ? `mx:${d.domain}`
+    : d.kind === "lmtp"
+    ? `lmtp:${d.socket || `${d.host}:${d.port}`}`
+    : `smtp:${d.host}:${d.port}`;
+  const auth = d.kind === "smtp" ? d.authUser : "";
+  return ConnectionCache.key({ dest: where, tls: d.tls, auth });
+}
+
+/** The ordered targets of a destination; throws DeliveryError (DNS trouble, null MX). */
+async function targetsOf(d: NetDestination, ctx: NetContext): Promise<SmtpTarget[]> {
+  const base = {
+    helo: ctx.helo,
+    connectTimeoutMs: ctx.connectTimeoutMs,
+    replyTimeoutMs: ctx.replyTimeoutMs,
+    tls: d.tls,
+    ca: ctx.ca,
+  };
+  if (d.kind === "smtp") {
+    return [{
+      ...base,
+      host: d.host,
+      port: d.port,
+      authUser: d.authUser,
+      authPassword: d.authPassword,
+    }];
+  }
+  if (d.kind === "lmtp") {
+    return [{ ...base, host: d.host, port: d.port, socket: d.socket || undefined, lmtp: true }];
+  }
+  const mx = await resolveMx(d.domain, ctx.resolver);
+  return mx.map((m) => ({ ...base, host: m.address, port: ctx.mxPort, servername: m.host }));
+}
+
+/** Delivers msg to d; see the module comment. */
+export async function deliverNet(
+  d: NetDestination,
+  msg: OutgoingMessage,
+  ctx: NetContext,
+): Promise<SendResult> {
+  const key = destinationKey(d);
+  const cached = await ctx.cache.take(key);
+  if (cached) {
+    const result = await cached.send(msg);
+    if (!result.tryNext) {
+      if (result.reusable) ctx.cache.park(key, cached);
+      else await cached.quit();
+      return { relay: cached.relay, recipients: result.recipients };
+    }
+    cached.destroy(); // it went bad between probe and use: start afresh below
+  }
+  let targets: SmtpTarget[];
+  try {
+    targets = await targetsOf(d, ctx);
+  } catch (err) {
+    const e = err instanceof DeliveryError ? err : new DeliveryError(String(err), { dsn: "4.4.3" });
+    const end = new SessionEnd({
+      outcome: e.permanent ? "failed" : "deferred",
+      code: 0,
+      dsn: e.dsn,
+      text: e.message,
+      usable: false,
+    });
+    const where = d.kind === "mx" ? d.domain : "destination";
+    return { relay: `${where}[unknown]`, recipients: endResults(msg, end) };
+  }
+  let last: SendResult | null = null;
+  for (const target of targets) {
+    let session;
+    try {
+      session = await openSession(target);
+    } catch (err) {
+      if (!(err instanceof SessionEnd)) throw err;
+      last = { relay: relayName(target), recipients: endResults(msg, err) };
+      // RFC 5321 §5.1: a permanent greeting refusal ends it; trouble moves on.
+      if (err.outcome === "failed") return last;
+      continue;
+    }
+    const result = await session.send(msg);
+    last = { relay: session.relay, recipients: result.recipients };
+    if (result.reusable && !result.tryNext) ctx.cache.park(key, session);
+    else await session.quit();
+    if (!result.tryNext) return last;
+  }
+  return last!;
+}

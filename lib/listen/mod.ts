@@ -1,0 +1,92 @@
+/**
+ * Starts every configured listener with what they share: the TLS
+ * certificates (re-read on SIGHUP; new connections get the new ones) and
+ * the SASL credentials and failure throttle. Any listener that cannot bind
+ * stops start-up with its address named; those already bound are closed.
+ */
+import { readFileSync } from "node:fs";
+import * as tls from "node:tls";
+import { AuthThrottle, Credentials } from "../auth/credentials.ts";
+import type { Config, ListenerConfig } from "../config/types.ts";
+import { logError, logEvent, logWarn } from "../log/log.ts";
+import type { SaslContext } from "../smtp/auth_exchange.ts";
+import { type Listener, type ListenerContext, startSmtpListener } from "./smtp_listener.ts";
+
+export type { Listener };
+
+/** The running listeners. */
+export interface ListenerGroup {
+  listeners: Listener[];
+  /** Re-reads certificates and credentials; keeps the old ones when the new ones are bad. */
+  reload(): Promise<void>;
+  close(graceMs: number): Promise<void>;
+}
+
+function loadContext(lc: ListenerConfig): tls.SecureContext {
+  return tls.createSecureContext({
+    cert: readFileSync(lc.tlsCert),
+    key: readFileSync(lc.tlsKey),
+    minVersion: "TLSv1.2",
+  });
+}
+
+/** Starts all listeners of `cfg`; rejects (after closing any started) when one fails. */
+export async function startListeners(
+  cfg: Config,
+  base: Omit<ListenerContext, "secureContext" | "sasl">,
+): Promise<ListenerGroup> {
+  const contexts = new Map<ListenerConfig, tls.SecureContext>();
+  const loadAllTls = (initial: boolean) => {
+    for (const lc of cfg.listeners) {
+      if (lc.tls === "none") continue;
+      try {
+        contexts.set(lc, loadContext(lc));
+      } catch (err) {
+        const msg = `Cannot load TLS certificate ${lc.tlsCert} / key ${lc.tlsKey}: ${
+          (err as Error).message
+        }`;
+        if (initial) throw new Error(msg);
+        logError("tls reload failed", { error: msg });
+      }
+    }
+  };
+  loadAllTls(true);
+  const warn = (msg: string) => logWarn("credentials", { file: cfg.auth.credentials, error: msg });
+  let credentials = await Credentials.load(cfg.auth.credentials, warn).catch((err) => {
+    throw new Error(`Cannot read credentials ${cfg.auth.credentials}: ${(err as Error).message}`);
+  });
+  const sasl: SaslContext = {
+    credentials: () => credentials,
+    throttle: new AuthThrottle(cfg.auth.maxFailures, cfg.auth.failureWindow),
+  };
+  const listeners: Listener[] = [];
+  try {
+    for (const lc of cfg.listeners) {
+      listeners.push(
+        await startSmtpListener(lc, {
+          ...base,
+          secureContext: lc.tls === "none" ? undefined : () => contexts.get(lc)!,
+          sasl: lc.auth === "sasl" ? sasl : undefined,
+        }),
+      );
+    }
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.close(0)));
+    throw err;
+  }
+  return {
+    listeners,
+    reload: async () => {
+      loadAllTls(false);
+      try {
+        credentials = await Credentials.load(cfg.auth.credentials, warn);
+      } catch (err) {
+        logError("credentials reload failed", { error: (err as Error).message });
+      }
+      logEvent("reloaded", { certificates: contexts.size, users: credentials.size });
+    },
+    close: async (graceMs) => {
+      await Promise.all(listeners.map((l) => l.close(graceMs)));
+    },
+  };
+}

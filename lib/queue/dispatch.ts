@@ -1,0 +1,414 @@
+/**
+ * One delivery pass over one message: expire it when too old, fail it when
+ * it loops (too many Received headers), route each due recipient, deliver
+ * every destination group at once (network destinations in the event loop
+ * through the connection cache and per-destination limits, local mailboxes
+ * and pipes in worker children as the recipient's uid/gid), append each
+ * group's results to the journal as they arrive, then send the bounce or
+ * delay warning the results call for (notify.ts).
+ */
+import type { Config } from "../config/types.ts";
+import { delaySeconds, logEvent, logWarn } from "../log/log.ts";
+import type { AliasTable } from "../route/aliases.ts";
+import { encodeSpecial, PROTOCOL_ALIAS, route, type Routed } from "../route/router.ts";
+import type { Destination } from "../route/types.ts";
+import type { OutgoingMessage, RecipientResult, SendResult } from "../smtp/client.ts";
+import type { JournalRecord, MessageState, RecipientState } from "../spool/records.ts";
+import type { Spool } from "../spool/spool.ts";
+import type { DeliveryJob, JobTarget, WorkerReport } from "../worker/protocol.ts";
+import type { RunOptions } from "../worker/run_job.ts";
+import {
+  deliverNet,
+  destinationKey,
+  type NetContext,
+  type NetDestination,
+} from "../deliver/smtp.ts";
+import type { ProgramPool } from "../deliver/program.ts";
+import { countReceived, headerOf } from "./bounce.ts";
+import type { DestinationLimiter } from "./limits.ts";
+import { notify } from "./notify.ts";
+import { retryDelayMs } from "./retry.ts";
+
+/** What a delivery pass needs from the manager. */
+export interface DispatchDeps {
+  cfg: Config;
+  spool: Spool;
+  now: () => number;
+  net: NetContext;
+  limiter: DestinationLimiter;
+  programs: ProgramPool;
+  aliases: () => AliasTable;
+  runJob: (job: DeliveryJob, opts: Omit<RunOptions, "timeoutMs">) => Promise<WorkerReport>;
+  /** Test seam replacing all network delivery. */
+  relay?: (state: MessageState, rcpts: RecipientState[]) => Promise<SendResult>;
+  /** Queues a message skiff made (bounce, alias expansion). */
+  enqueue: (id: string) => void;
+}
+
+type Due = { r: RecipientState; routed: Routed };
+
+/** Runs one pass; returns the message's state afterwards. */
+export async function dispatch(
+  deps: DispatchDeps,
+  id: string,
+  forced: boolean,
+): Promise<MessageState> {
+  let state = await deps.spool.load(id);
+  if (!state.done) state = await expire(deps, state);
+  const now = deps.now();
+  const due = state.recipients.filter((r) =>
+    (r.status === "pending" || r.status === "deferred") && (forced || r.nextAttempt <= now)
+  );
+  if (due.length > 0) {
+    const records: Promise<void>[] = [];
+    const appender = new Appender(deps, state);
+    if (await loops(deps, state)) {
+      await appender.add(due.map((r) => ({
+        t: "failed",
+        rcpt: r.index,
+        at: now,
+        dsn: "5.4.6",
+        text: `Mail loop: more than ${deps.cfg.delivery.maxReceived} Received headers`,
+      })));
+    } else {
+      const ctx = {
+        aliases: deps.aliases(),
+        readFile: readSmall,
+        root: Deno.uid() === 0,
+      };
+      const routed: Due[] = due.map((r) => ({
+        r,
+        routed: route(deps.cfg, ctx, r.address, state.envelope.protocol),
+      }));
+      for (const group of groupDue(routed)) records.push(runGroup(deps, state, group, appender));
+      await Promise.all(records);
+    }
+  }
+  state = await deps.spool.load(id);
+  return await notify(deps, state);
+}
+
+/** Serialises journal appends of one message ("one appender at a time") and logs them. */
+class Appender {
+  #chain: Promise<void> = Promise.resolve();
+  constructor(private deps: DispatchDeps, private state: MessageState) {}
+
+  add(records: JournalRecord[]): Promise<void> {
+    if (records.length === 0) return Promise.resolve();
+    const run = this.#chain.then(async () => {
+      await this.deps.spool.append(this.state.envelope.id, records);
+      for (const r of records) logResult(this.state, r);
+    });
+    this.#chain = run.catch(() => {});
+    return run;
+  }
+}
+
+/** Logs one result record in the mail-log form. */
+export function logResult(state: MessageState, rec: JournalRecord): void {
+  if (rec.t === "envelope" || rec.t === "notified") return;
+  const rcpt = state.recipients[rec.rcpt];
+  logEvent(rec.t, {
+    id: state.envelope.id,
+    to: `<${rcpt?.address ?? "?"}>`,
+    relay: "relay" in rec ? rec.relay ?? "none" : "none",
+    delay: delaySeconds(state.envelope.received, rec.at),
+    dsn: rec.dsn,
+    status: rec.t === "delivered" ? "sent" : rec.t === "deferred" ? "deferred" : "bounced",
+    text: rec.text,
+  });
+}
+
+/** A result record for a recipient; a temporary one carries the next attempt time. */
+export function resultRecord(
+  deps: { cfg: Config; now: () => number },
+  r: RecipientState,
+  res: { outcome: "delivered" | "deferred" | "failed"; dsn: string; text: string; code?: number },
+  relay: string,
+): JournalRecord {
+  const at = deps.now();
+  const text = res.code ? `${res.code} ${res.dsn} ${res.text}` : res.text;
+  if (res.outcome === "delivered") {
+    return { t: "delivered", rcpt: r.index, at, dsn: res.dsn, text, relay };
+  }
+  if (res.outcome === "failed") {
+    return { t: "failed", rcpt: r.index, at, dsn: res.dsn, text, relay };
+  }
+  const until = at + retryDelayMs(r.attempts + 1, deps.cfg.queue);
+  return { t: "deferred", rcpt: r.index, at, until, dsn: res.dsn, text, relay };
+}
+
+/** Fails every open recipient of a message older than the queue lifetime (RFC 3463 4.4.7). */
+async function expire(deps: DispatchDeps, state: MessageState): Promise<MessageState> {
+  const now = deps.now();
+  const life = deps.cfg.queue.lifetime;
+  if (now - state.envelope.received <= life * 1000) return state;
+  const records: JournalRecord[] = state.recipients
+    .filter((r) => r.status === "pending" || r.status === "deferred")
+    .map((r) => ({
+      t: "failed",
+      rcpt: r.index,
+      at: now,
+      dsn: "4.4.7",
+      text: `Message expired after ${life} s in the queue; last error: ${r.text ?? "none"}`,
+    }));
+  if (records.length === 0) return state;
+  await new Appender(deps, state).add(records);
+  return await deps.spool.load(state.envelope.id);
+}
+
+/** RFC 5321 §6.3: too many Received headers means a loop. */
+async function loops(deps: DispatchDeps, state: MessageState): Promise<boolean> {
+  const { stream } = await deps.spool.content(state.envelope.id);
+  const reader = stream.getReader();
+  const first = await reader.read();
+  await reader.cancel().catch(() => {});
+  const head = headerOf(first.value ?? new Uint8Array(0));
+  return countReceived(head) > deps.cfg.delivery.maxReceived;
+}
+
+function readSmall(path: string): string | null {
+  try {
+    const st = Deno.statSync(path);
+    if (!st.isFile || st.size > 1024 * 1024) return null;
+    return Deno.readTextFileSync(path);
+  } catch {
+    return null;
+  }
+}
+
+/** A set of recipients delivered together. */
+interface Group {
+  kind: "net" | "program" | "local" | "expand" | "now";
+  key: string;
+  items: Due[];
+}
+
+function groupDue(all: Due[]): Group[] {
+  const groups = new Map<string, Group>();
+  const put = (kind: Group["kind"], key: string, d: Due) => {
+    const k = `${kind}|${key}`;
+    const g = groups.get(k) ?? { kind, key, items: [] };
+    g.items.push(d);
+    groups.set(k, g);
+  };
+  for (const d of all) {
+    const x = d.routed;
+    if (x.type === "fail") put("now", "fail", d);
+    else if (x.type === "expand") put("expand", d.r.address, d);
+    else {
+      const dest = x.destination;
+      if (dest.kind === "discard" || dest.kind === "error") put("now", dest.kind, d);
+      else if (dest.kind === "program") {
+        put("program", JSON.stringify([dest.command, dest.user]), d);
+      } else if (dest.kind === "mx" || dest.kind === "smtp" || dest.kind === "lmtp") {
+        put("net", destinationKey(netDest(dest, x.domain)), d);
+      } else put("local", JSON.stringify(x.runAs), d);
+    }
+  }
+  return [...groups.values()];
+}
+
+function netDest(dest: Destination, domain: string): NetDestination {
+  if (dest.kind === "mx") return { kind: "mx", domain, tls: dest.tls };
+  return dest as NetDestination;
+}
+
+function outgoing(
+  deps: DispatchDeps,
+  state: MessageState,
+  rcpts: RecipientState[],
+): OutgoingMessage {
+  const env = state.envelope;
+  const p = env.params ?? {};
+  return {
+    from: env.from,
+    recipients: rcpts.map((r) => r.address),
+    size: env.size,
+    content: async () => (await deps.spool.content(env.id)).stream,
+    body8bit: p.BODY?.toUpperCase() === "8BITMIME",
+    smtputf8: "SMTPUTF8" in p,
+    ret: p.RET?.toUpperCase() === "HDRS"
+      ? "HDRS"
+      : p.RET?.toUpperCase() === "FULL"
+      ? "FULL"
+      : undefined,
+    envid: p.ENVID,
+    rcptParams: rcpts.map((r) => env.recipients[r.index]),
+  };
+}
+
+async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: Appender) {
+  const rcpts = g.items.map((d) => d.r);
+  const fromResults = (res: SendResult) =>
+    out.add(
+      res.recipients.map((x: RecipientResult, i) => resultRecord(deps, rcpts[i], x, res.relay)),
+    );
+  try {
+    if (g.kind === "now") {
+      return await out.add(g.items.map(({ r, routed }) => {
+        if (routed.type === "fail") {
+          return resultRecord(
+            deps,
+            r,
+            { outcome: "failed", dsn: routed.dsn, text: routed.text },
+            "local",
+          );
+        }
+        const dest = (routed as { destination: Destination }).destination;
+        if (dest.kind === "error") {
+          const outcome = dest.dsn.startsWith("5") ? "failed" : "deferred";
+          return resultRecord(deps, r, { outcome, dsn: dest.dsn, text: dest.text }, "error");
+        }
+        return resultRecord(
+          deps,
+          r,
+          { outcome: "delivered", dsn: "2.0.0", text: "Discarded" },
+          "discard",
+        );
+      }));
+    }
+    if (g.kind === "expand") return await expand(deps, state, g.items[0], out);
+    const first = g.items[0].routed as Extract<Routed, { type: "deliver" }>;
+    if (g.kind === "net") {
+      if (deps.relay) return await fromResults(await deps.relay(state, rcpts));
+      const release = await deps.limiter.acquire(g.key, first.concurrency, first.rate);
+      try {
+        const dest = netDest(first.destination, first.domain);
+        return await fromResults(await deliverNet(dest, outgoing(deps, state, rcpts), deps.net));
+      } finally {
+        release();
+      }
+    }
+    if (g.kind === "program") {
+      const dest = first.destination as Extract<Destination, { kind: "program" }>;
+      const release = await deps.limiter.acquire(g.key, 1, first.rate);
+      try {
+        return await fromResults(
+          await deps.programs.deliver(dest.command, dest.user, outgoing(deps, state, rcpts)),
+        );
+      } finally {
+        release();
+      }
+    }
+    return await local(deps, state, g, out);
+  } catch (err) {
+    // Unexpected trouble: defer the group (never lost).
+    logWarn("delivery failed", { id: state.envelope.id, error: String(err) });
+    await out.add(
+      rcpts.map((r) =>
+        resultRecord(deps, r, {
+          outcome: "deferred",
+          dsn: "4.3.0",
+          text: `Delivery failed: ${err}`,
+        }, "none")
+      ),
+    );
+  }
+}
+
+/** Local mailboxes and pipes: one worker child per uid/gid. */
+async function local(deps: DispatchDeps, state: MessageState, g: Group, out: Appender) {
+  const targets: JobTarget[] = g.items.map(({ r, routed }) => {
+    const x = routed as Extract<Routed, { type: "deliver" }>;
+    return {
+      rcpt: r.index,
+      address: r.address,
+      user: x.user || "unknown",
+      destination: x.destination,
+    };
+  });
+  const runAs = (g.items[0].routed as Extract<Routed, { type: "deliver" }>).runAs;
+  const job: DeliveryJob = {
+    v: 2,
+    file: state.envelope.id,
+    hostname: deps.cfg.hostname,
+    sender: state.envelope.from,
+    size: state.envelope.size,
+    targets,
+    log: deps.cfg.log,
+  };
+  // Switching uid/gid needs root; otherwise the child runs as skiff's own user (docs/delivery.md).
+  const ids = runAs && Deno.uid() === 0 ? { uid: runAs.uid, gid: runAs.gid } : {};
+  const byIndex = new Map(g.items.map(({ r }) => [r.index, r]));
+  try {
+    const report = await deps.runJob(job, {
+      content: async () => (await deps.spool.content(state.envelope.id)).stream,
+      ...ids,
+    });
+    await out.add(
+      report.results.filter((x) => byIndex.has(x.rcpt)).map((x) =>
+        resultRecord(deps, byIndex.get(x.rcpt)!, x, "local")
+      ),
+    );
+    const missing = g.items.filter(({ r }) => !report.results.some((x) => x.rcpt === r.index));
+    await out.add(
+      missing.map(({ r }) =>
+        resultRecord(
+          deps,
+          r,
+          { outcome: "deferred", dsn: "4.3.0", text: "Worker gave no result" },
+          "local",
+        )
+      ),
+    );
+  } catch (err) {
+    await out.add(
+      g.items.map(({ r }) =>
+        resultRecord(deps, r, {
+          outcome: "deferred",
+          dsn: "4.3.0",
+          text: `Local delivery failed: ${(err as Error).message ?? err}`,
+        }, "local")
+      ),
+    );
+  }
+}
+
+/**
+ * Alias or .forward expansion: the targets become a new message (protocol
+ * ALIAS, so they are not expanded again and may name commands and files),
+ * and the original recipient is done.
+ */
+async function expand(deps: DispatchDeps, state: MessageState, d: Due, out: Appender) {
+  const x = d.routed as Extract<Routed, { type: "expand" }>;
+  const recipients = x.targets.map((t) => ({ address: encodeSpecial(t, x.runAs) }));
+  if (recipients.length === 0) {
+    return await out.add([
+      resultRecord(deps, d.r, {
+        outcome: "delivered",
+        dsn: "2.0.0",
+        text: `Alias ${x.why} is empty`,
+      }, "local"),
+    ]);
+  }
+  const env = state.envelope;
+  const { stream } = await deps.spool.content(env.id);
+  const w = await deps.spool.begin();
+  try {
+    for await (const chunk of stream) await w.write(chunk);
+    const spec = env.recipients[d.r.index];
+    await w.commit({
+      id: w.id,
+      from: env.from,
+      recipients: recipients.map((r) => ({
+        ...r,
+        ...(spec?.notify ? { notify: spec.notify } : {}),
+      })),
+      received: deps.now(),
+      client: { address: "127.0.0.1", helo: deps.cfg.hostname },
+      protocol: PROTOCOL_ALIAS,
+      size: env.size,
+      ...(env.params ? { params: env.params } : {}),
+    });
+  } catch (err) {
+    await w.abort().catch(() => {});
+    throw err;
+  }
+  deps.enqueue(w.id);
+  await out.add([resultRecord(deps, d.r, {
+    outcome: "delivered",
+    dsn: "2.0.0",
+    text: `Expanded by ${x.why} to ${recipients.length} recipient(s), queued as ${w.id}`,
+  }, "local")]);
+}

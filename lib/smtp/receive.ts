@@ -1,0 +1,191 @@
+/**
+ * One message being received over DATA or BDAT: prepends the Received
+ * header, streams content into a SpoolWriter while counting its size, and
+ * at the end commits the envelope, answering only once the message is
+ * durable (group commit batches the syncs of concurrent sessions). LMTP
+ * gets one reply per accepted recipient (RFC 2033 §4.2), all alike, since
+ * every recipient's fate is sealed by the same commit.
+ */
+import type { Config, ListenerConfig } from "../config/types.ts";
+import { logEvent, logWarn } from "../log/log.ts";
+import type { Envelope } from "../spool/records.ts";
+import type { Spool, SpoolWriter } from "../spool/spool.ts";
+import type { SessionState } from "./commands.ts";
+import { receivedHeader } from "./received.ts";
+import { type Reply, reply } from "./reply.ts";
+
+const encoder = new TextEncoder();
+const CR = 0x0d;
+const LF = 0x0a;
+
+/** The RFC 3848 / RFC 6531 §3.7.3 "with" protocol name of a transaction. */
+export function protocolName(s: SessionState): string {
+  let name = s.lmtp ? "LMTP" : "SMTP";
+  if (s.mail.smtputf8) name = `UTF8${name}`;
+  else if (s.esmtp && !s.lmtp) name = `E${name}`;
+  if (s.tls) name += "S";
+  if (s.identity) name += "A";
+  return name;
+}
+
+/** Options for {@link Receipt.begin}. */
+export interface ReceiptOptions {
+  cfg: Config;
+  listener: ListenerConfig;
+  spool: Spool;
+  state: SessionState;
+  /** Largest content accepted, in bytes. */
+  maxSize: number;
+  /** Log label for the client ("127.0.0.1", "unix:uid=1000"). */
+  client: string;
+  now: number;
+  /** BDAT content is raw: a bare CR or LF in it is refused at the end (SMTP smuggling). */
+  checkLineEnds: boolean;
+}
+
+/** A message on its way into the spool. */
+export class Receipt {
+  readonly #o: ReceiptOptions;
+  readonly #writer: SpoolWriter;
+  readonly #headerLength: number;
+  #size = 0;
+  #tooBig = false;
+  #badLineEnd: "bare-cr" | "bare-lf" | null = null;
+  #lastCR = false;
+  #done = false;
+
+  private constructor(o: ReceiptOptions, writer: SpoolWriter, headerLength: number) {
+    this.#o = o;
+    this.#writer = writer;
+    this.#headerLength = headerLength;
+  }
+
+  /** Opens the spool file and writes the Received header. */
+  static async begin(o: ReceiptOptions): Promise<Receipt> {
+    const writer = await o.spool.begin();
+    const st = o.state;
+    const header = receivedHeader({
+      helo: st.helo ?? "unknown",
+      clientAddress: st.clientAddress,
+      peer: st.identity?.kind === "peercred" ? st.identity.uid : undefined,
+      hostname: o.cfg.hostname,
+      protocol: protocolName(st),
+      tls: st.tls ?? undefined,
+      id: writer.id,
+      recipient: st.recipients.length === 1 ? st.recipients[0].address : undefined,
+      time: o.now,
+    });
+    const bytes = encoder.encode(header);
+    try {
+      await writer.write(bytes);
+    } catch (e) {
+      await writer.abort().catch(() => {});
+      throw e;
+    }
+    return new Receipt(o, writer, bytes.length);
+  }
+
+  /** The queue id. */
+  get id(): string {
+    return this.#writer.id;
+  }
+
+  /** Adds content; past the size limit bytes are counted and dropped. */
+  async write(bytes: Uint8Array): Promise<void> {
+    if (this.#o.checkLineEnds && !this.#badLineEnd) this.#scan(bytes);
+    this.#size += bytes.length;
+    if (this.#size > this.#o.maxSize) this.#tooBig = true;
+    if (!this.#tooBig && !this.#badLineEnd) await this.#writer.write(bytes);
+  }
+
+  /** RFC 5321 §2.3.8: CR and LF only as CRLF, across chunk boundaries too. */
+  #scan(b: Uint8Array): void {
+    for (let i = 0; i < b.length; i++) {
+      const c = b[i];
+      if (this.#lastCR && c !== LF) {
+        this.#badLineEnd = "bare-cr";
+        return;
+      }
+      if (c === LF && !this.#lastCR) {
+        this.#badLineEnd = "bare-lf";
+        return;
+      }
+      this.#lastCR = c === CR;
+    }
+  }
+
+  /** Commits (or refuses) the message; the replies to send, one per LMTP recipient. */
+  async finish(): Promise<Reply[]> {
+    this.#done = true;
+    const o = this.#o;
+    const st = o.state;
+    const n = st.lmtp ? st.recipients.length : 1;
+    const each = (r: Reply) => Array.from({ length: n }, () => r);
+    if (this.#lastCR && !this.#badLineEnd) this.#badLineEnd = "bare-cr";
+    if (this.#badLineEnd) {
+      await this.#writer.abort().catch(() => {});
+      logWarn("reject", { id: this.id, client: o.client, reason: this.#badLineEnd });
+      return each(reply(554, "5.6.0", "Error: bare CR or LF in message content; use CRLF"));
+    }
+    if (this.#tooBig) {
+      await this.#writer.abort().catch(() => {});
+      logWarn("reject", { id: this.id, client: o.client, reason: "size", size: this.#size });
+      return each(reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size"));
+    }
+    const envelope: Envelope = {
+      id: this.id,
+      from: st.from ?? "",
+      recipients: st.recipients,
+      received: o.now,
+      client: {
+        address: st.clientAddress || "unix",
+        helo: st.helo ?? "",
+        ...(st.identity ? { auth: st.identity.name } : {}),
+      },
+      protocol: protocolName(st),
+      size: this.#size + this.#headerLength,
+      params: envelopeParams(st, o.listener),
+    };
+    try {
+      await this.#writer.commit(envelope);
+    } catch (e) {
+      logWarn("spool error", { id: this.id, error: String(e) });
+      return each(reply(451, "4.3.0", "Error: queue file write error"));
+    }
+    logEvent("received", {
+      id: this.id,
+      from: `<${envelope.from}>`,
+      size: envelope.size,
+      nrcpt: envelope.recipients.length,
+      client: o.client,
+      ...(st.identity ? { auth: st.identity.name } : {}),
+      protocol: envelope.protocol,
+    });
+    if (!st.lmtp) return [reply(250, "2.0.0", `Ok: queued as ${this.id}`)];
+    return st.recipients.map((r) => reply(250, "2.1.5", `<${r.address}> Ok: queued as ${this.id}`));
+  }
+
+  /** Drops the partial message (connection lost, RSET during BDAT). */
+  async abort(): Promise<void> {
+    if (this.#done) return;
+    this.#done = true;
+    await this.#writer.abort().catch(() => {});
+  }
+}
+
+/** The envelope params: DSN and body parameters, the listener's destination, peer credentials. */
+function envelopeParams(st: SessionState, listener: ListenerConfig): Record<string, string> {
+  const p: Record<string, string> = {};
+  if (st.mail.body) p.BODY = st.mail.body;
+  if (st.mail.smtputf8) p.SMTPUTF8 = "yes";
+  if (st.mail.ret) p.RET = st.mail.ret;
+  if (st.mail.envid !== undefined) p.ENVID = st.mail.envid;
+  if (listener.destination !== "router") p.destination = listener.destination;
+  const id = st.identity;
+  if (id?.kind === "peercred") {
+    p.peer_uid = String(id.uid);
+    p.peer_gid = String(id.gid);
+    p.peer_pid = String(id.pid);
+  }
+  return p;
+}
