@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import * as net from "node:net";
+import { ConfigError, describeConfig, parseConfig } from "../lib/config/load.ts";
 import { freePort, runSkiff, SkiffServer } from "./harness.ts";
 import { PEERS, peerTest } from "./peers.ts";
 import { run } from "./run_cmd.ts";
@@ -97,5 +98,89 @@ Deno.test("a listener that cannot bind stops start-up with its address named", a
   } finally {
     busy.close();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+peerTest(
+  "a unix listener's owner: the socket is chowned after bind, and mode 0600 admits only that user",
+  [PEERS.swaks, PEERS.setpriv],
+  async () => {
+    if (Deno.uid() !== 0) throw new Error("giving a socket to nobody needs root");
+    const dir = await Deno.makeTempDir({ prefix: "skiff-owner-" });
+    await Deno.chmod(dir, 0o755); // nobody must reach the socket
+    const sock = `${dir}/run/owned.sock`;
+    const server = await SkiffServer.start({
+      dir,
+      toml: `[[listener]]
+address = "unix:${sock}"
+mode = "0600"
+owner = "nobody:nogroup"
+`,
+    });
+    try {
+      const st = await Deno.lstat(sock);
+      assert.equal(st.uid, 65534);
+      assert.equal(st.gid, 65534);
+      assert.equal(st.mode! & 0o777, 0o600);
+      const swaks = [PEERS.swaks.bin, "--socket", sock, "--to", "bob@localhost"];
+      // The owner may connect and send.
+      const ok = await run([...AS_NOBODY, ...swaks, "--from", "nobody@localhost"]);
+      assert.equal(ok.code, 0, ok.out);
+      await server.waitForLog(/received id=\w+ from=<nobody@localhost>/);
+      // Any other (non-root) user is refused by the kernel before skiff sees it.
+      const other = await run([
+        PEERS.setpriv.bin,
+        "--reuid=12345",
+        "--regid=12345",
+        "--clear-groups",
+        ...swaks,
+        "--from",
+        "x@localhost",
+      ]);
+      assert.notEqual(other.code, 0, other.out);
+      assert.match(other.out, /permission denied/i);
+      assert.doesNotMatch(server.log, /from=<x@localhost>/);
+    } finally {
+      await server.stop();
+      await server.cleanup();
+    }
+  },
+);
+
+Deno.test("listener owner: resolved at config time; unknown names and TCP are config errors", () => {
+  const conf = (address: string, owner: string) =>
+    `[[listener]]\naddress = "${address}"\nowner = "${owner}"\n`;
+  const c = parseConfig(conf("unix:/run/skiff/a.sock", "nobody:nogroup"), "skiff.toml");
+  assert.deepEqual(c.listeners[0].owner, { text: "nobody:nogroup", uid: 65534, gid: 65534 });
+  assert.deepEqual(
+    parseConfig(conf("unix:/run/skiff/a.sock", "nobody"), "skiff.toml").listeners[0].owner,
+    { text: "nobody", uid: 65534, gid: null },
+  );
+  assert.deepEqual(
+    parseConfig(conf("unix:/run/skiff/a.sock", "120:121"), "skiff.toml").listeners[0].owner,
+    { text: "120:121", uid: 120, gid: 121 },
+  );
+  // check-config shows it, and the shown config parses back the same.
+  const text = describeConfig(c);
+  assert.match(text, /^owner = "nobody:nogroup"$/m);
+  assert.deepEqual(parseConfig(text, "again").listeners[0].owner, c.listeners[0].owner);
+  // The default: no owner key at all.
+  assert.equal(parseConfig("", "empty").listeners[1].owner, undefined);
+  for (
+    const [address, owner, why] of [
+      ["unix:/run/a.sock", "no-such-user-skiff", /no user "no-such-user-skiff" in \/etc\/passwd/],
+      ["unix:/run/a.sock", "nobody:no-such-group", /no group "no-such-group"/],
+      ["unix:/run/a.sock", "nobody:", /malformed/],
+      ["unix:/run/a.sock", "a:b:c", /malformed/],
+      ["unix:/run/a.sock", "bad name", /bad user name/],
+      ["127.0.0.1:2525", "nobody", /owner needs a unix socket address/],
+    ] as const
+  ) {
+    assert.throws(() => parseConfig(conf(address, owner), "skiff.toml"), (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.equal(e.key, "listener[0].owner");
+      assert.match(e.expected, why);
+      return true;
+    });
   }
 });

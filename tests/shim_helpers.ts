@@ -33,6 +33,7 @@ export function readableDenoDir(): Promise<string> {
     if (!cp.success) throw new Error(`Cannot copy ${src}/npm`);
     const ch = await new Deno.Command("/bin/chmod", { args: ["-R", "a+rX", dir] }).output();
     if (!ch.success) throw new Error(`Cannot chmod ${dir}`);
+    globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
     return dir;
   })();
   return denoDir;

@@ -38,13 +38,18 @@ async function relayToSocket(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+  // Replies are written in order; the last one (221) must be out before we exit.
+  let written: Promise<void> = Promise.resolve();
   const done = new Promise<void>((resolve) => {
     socket.on("close", () => resolve());
     socket.on("error", () => resolve());
   });
   socket.on("data", (d: Uint8Array) => {
     socket.pause();
-    writeStdout(d).then(() => socket.resume(), () => socket.destroy());
+    written = written.then(() => writeStdout(d)).then(
+      () => void socket.resume(),
+      () => void socket.destroy(),
+    );
   });
   (async () => {
     try {
@@ -55,6 +60,7 @@ async function relayToSocket(path: string): Promise<boolean> {
     socket.end();
   })();
   await done;
+  await written;
   return true;
 }
 

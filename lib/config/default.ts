@@ -15,6 +15,7 @@ relay_networks = ["127.0.0.0/8", "::1/128"]
 [[listener]]
 address = "127.0.0.1:2525"
 mode = "0666"
+owner = ""
 protocol = "smtp"
 tls = "none"
 tls_cert = ""

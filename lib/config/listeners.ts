@@ -6,6 +6,7 @@
  * TCP, an open relay by configuration) fails at start-up with its key named.
  */
 import { formatHostPort, inline, isTable, parseHostPort, type Reader, type Table } from "./load.ts";
+import { resolveOwner } from "./owner.ts";
 import type { LimitsConfig, ListenAddress, ListenerConfig } from "./types.ts";
 
 const ADDRESS =
@@ -86,6 +87,7 @@ function readOne(r: Reader, item: unknown, i: number): ListenerConfig {
   // Everything but address has a default, as in the default listener.
   const d: Table = {
     mode: "0666",
+    owner: "",
     protocol: "smtp",
     tls: "none",
     tls_cert: "",
@@ -100,6 +102,22 @@ function readOne(r: Reader, item: unknown, i: number): ListenerConfig {
   const modeText = r.string(d, `${key}.mode`, "mode", 'an octal mode such as "0660"');
   if (!/^0?[0-7]{3}$/.test(modeText)) {
     r.fail(`${key}.mode`, 'an octal mode such as "0660"', modeText);
+  }
+  const ownerText = r.string(d, `${key}.owner`, "owner", '"user" or "user:group"');
+  let owner: ListenerConfig["owner"];
+  if (ownerText !== "") {
+    if (address.kind !== "unix") {
+      r.fail(`${key}.owner`, '"" (owner needs a unix socket address)', ownerText);
+    }
+    const o = resolveOwner(ownerText);
+    if (typeof o === "string") {
+      r.fail(
+        `${key}.owner`,
+        `"user" or "user:group" of known names or numeric ids (${o})`,
+        ownerText,
+      );
+    }
+    owner = o;
   }
   const tls = r.oneOf(d, `${key}.tls`, "tls", ["none", "starttls", "implicit"] as const);
   const auth = r.oneOf(d, `${key}.auth`, "auth", ["none", "sasl", "peercred"] as const);
@@ -136,6 +154,7 @@ function readOne(r: Reader, item: unknown, i: number): ListenerConfig {
   return {
     address,
     mode: parseInt(modeText, 8),
+    ...(owner ? { owner } : {}),
     protocol: r.oneOf(d, `${key}.protocol`, "protocol", ["smtp", "lmtp"] as const),
     tls,
     tlsCert: file("tls_cert"),
@@ -180,6 +199,7 @@ export function describeListener(l: ListenerConfig): string[] {
   const lines = [
     kv("address", formatListenAddress(l.address)),
     kv("mode", `0${l.mode.toString(8)}`),
+    kv("owner", l.owner?.text ?? ""),
     kv("protocol", l.protocol),
     kv("tls", l.tls),
     kv("tls_cert", l.tlsCert),

@@ -81,6 +81,7 @@ const KEYS: Record<string, readonly string[]> = {
   listener: [
     "address",
     "mode",
+    "owner",
     "protocol",
     "tls",
     "tls_cert",

@@ -5,6 +5,7 @@
  * directory skiff was started in.
  */
 import type { DeliveryConfig, RouteConfig } from "../route/types.ts";
+import type { SocketOwner } from "./owner.ts";
 
 /** A host and port, e.g. a listener address or a relayhost. */
 export interface HostPort {
@@ -26,6 +27,8 @@ export interface ListenerConfig {
   address: ListenAddress;
   /** Unix sockets: permission bits of the socket file (default 0o666). */
   mode: number;
+  /** Unix sockets: owner (and group) given to the socket file after bind; absent keeps skiff's. */
+  owner?: SocketOwner;
   protocol: "smtp" | "lmtp";
   /** "starttls" offers STARTTLS (RFC 3207); "implicit" is TLS from the first byte (RFC 8314). */
   tls: "none" | "starttls" | "implicit";

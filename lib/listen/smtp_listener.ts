@@ -93,7 +93,20 @@ export async function startSmtpListener(
     const bound = () => {
       let where = shown;
       if (lc.address.kind === "unix") {
-        Deno.chmodSync(lc.address.path, lc.mode);
+        const path = lc.address.path;
+        try {
+          // Owner first: chown may clear mode bits on some systems, never the reverse.
+          if (lc.owner) Deno.chownSync(path, lc.owner.uid, lc.owner.gid);
+          Deno.chmodSync(path, lc.mode);
+        } catch (err) {
+          server.close();
+          try {
+            Deno.removeSync(path);
+          } catch { /* already gone */ }
+          const what = lc.owner ? `owner ${lc.owner.text} and mode` : "mode";
+          reject(new Error(`Cannot set the ${what} of ${shown}: ${(err as Error).message}`));
+          return;
+        }
       } else {
         const addr = server.address() as net.AddressInfo;
         where = formatListenAddress({ kind: "tcp", host: addr.address, port: addr.port });

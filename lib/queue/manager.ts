@@ -96,6 +96,11 @@ export class QueueManager {
     return this.#cache;
   }
 
+  /** The long-running LMTP programs (`type = "program"` routes). */
+  get programPool(): ProgramPool {
+    return this.#programs;
+  }
+
   /** (Re)reads the aliases (compiled by `skiff newaliases`). */
   async loadAliases(): Promise<void> {
     try {
