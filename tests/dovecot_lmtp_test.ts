@@ -53,7 +53,10 @@ peerTest("Dovecot LMTP over TCP and a unix socket: per-recipient results", NEEDS
     const bounces = await maildirFiles(`${dir}/mail/alice`);
     assert.equal(bounces.length, 1);
     const bounce = await Deno.readTextFile(bounces[0]);
-    assert.match(bounce, /Final-Recipient: rfc822; nosuch@tcp\.test\nAction: failed\nStatus: 5\.1\.1/);
+    assert.match(
+      bounce,
+      /Final-Recipient: rfc822; nosuch@tcp\.test\nAction: failed\nStatus: 5\.1\.1/,
+    );
     assert.match(bounce, /Diagnostic-Code: smtp; 550 5\.1\.1 /);
     assert.match(bounce, /Remote-MTA: dns; /);
     assert.equal((await dc.messages("nosuch")).length, 0);
@@ -89,6 +92,8 @@ peerTest(
       const cfg = testConfig(
         dir,
         `[delivery]\ncache_idle = 60\n[[route]]\ndomain = "prog.test"\ntype = "program"\n` +
+          `command = ${JSON.stringify(dc.lmtpCommand)}\n` +
+          `[[route]]\ndomain = "asnobody.test"\ntype = "program"\nuser = "nobody"\n` +
           `command = ${JSON.stringify(dc.lmtpCommand)}\n`,
       );
       const spool = new Spool(cfg.spoolDir);
@@ -99,7 +104,11 @@ peerTest(
         // Three messages one after another, then a burst of five: one program serves them all.
         for (let i = 0; i < 3; i++) {
           const to = i === 0 ? ["gina@prog.test", "hank@prog.test"] : ["gina@prog.test"];
-          const id = await spoolMessage(spool, { from: "alice@localhost", to }, `Subject: m${i}\r\n\r\nx\r\n`);
+          const id = await spoolMessage(
+            spool,
+            { from: "alice@localhost", to },
+            `Subject: m${i}\r\n\r\nx\r\n`,
+          );
           m.enqueue(id);
           await m.idle();
           assert.ok(!(await spool.list()).includes(id), `message ${i} delivered`);
@@ -126,6 +135,24 @@ peerTest(
         assert.deepEqual(await spool.list(), []);
         assert.equal(pool.starts(dc.lmtpCommand, null), 2, "restarted once");
         assert.equal((await dc.messages("gina")).length, 4);
+
+        // A route with user = "nobody": its own program, started as nobody's uid and gid (when root).
+        const id2 = await spoolMessage(spool, {
+          from: "alice@localhost",
+          to: ["kim@asnobody.test"],
+        });
+        m.enqueue(id2);
+        await m.idle();
+        assert.deepEqual(await spool.list(), []);
+        assert.equal((await dc.messages("kim")).length, 1);
+        const nobody = { name: "nobody", uid: 65534, gid: 65534 };
+        const npid = pool.pid(dc.lmtpCommand, nobody);
+        assert.ok(npid !== null && npid !== pool.pid(dc.lmtpCommand, null), "a second program");
+        if (Deno.uid() === 0) {
+          const status = await Deno.readTextFile(`/proc/${npid}/status`);
+          assert.match(status, /^Uid:\t65534\t65534\t65534\t65534$/m);
+          assert.match(status, /^Gid:\t65534\t65534\t65534\t65534$/m);
+        }
       } finally {
         await m.stop();
       }

@@ -71,6 +71,8 @@ export interface ServerOptions {
   queue?: string;
   /** The [local] domains (default ["localhost"]). */
   domains?: string[];
+  /** Extra environment for the server (e.g. a DENO_DIR its `nobody` workers can read). */
+  env?: Record<string, string>;
 }
 
 /** A running `skiff serve`. */
@@ -114,6 +116,7 @@ ${opts.toml ?? ""}
     const child = new Deno.Command(Deno.execPath(), {
       args: skiffArgs(["--config", configPath, "serve"]),
       cwd: dir,
+      env: opts.env,
       stdin: "null",
       stdout: "null",
       stderr: "piped",

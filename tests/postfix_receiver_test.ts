@@ -51,11 +51,15 @@ smtpd_forbid_bare_newline_exclusions =
       assert.ok(id && id2);
 
       // Postfix logs one line per accepted recipient it passed to discard.
-      const log = await waitFor(async () => {
-        const l = await pf.maillog();
-        const sent = (l.match(/status=sent \(accepted by the skiff test\)/g) ?? []).length;
-        return sent >= 3 && /rcpt=2\/3 bdat=1 quit=1/.test(l) ? l : null;
-      }, 20_000, "Postfix to log three discarded recipients");
+      const log = await waitFor(
+        async () => {
+          const l = await pf.maillog();
+          const sent = (l.match(/status=sent \(accepted by the skiff test\)/g) ?? []).length;
+          return sent >= 3 && /rcpt=2\/3 bdat=1 quit=1/.test(l) ? l : null;
+        },
+        20_000,
+        "Postfix to log three discarded recipients",
+      );
       for (const r of ["ok1", "ok2", "ok3"]) {
         assert.match(log, new RegExp(`to=<${r}@pf\\.test>, relay=none, .*status=sent`));
       }
@@ -68,7 +72,10 @@ smtpd_forbid_bare_newline_exclusions =
       const bounces = await maildirFiles(`${dir}/mail/alice`);
       assert.equal(bounces.length, 1);
       const b = await Deno.readTextFile(bounces[0]);
-      assert.match(b, /Final-Recipient: rfc822; nobody-here@pf\.test\nAction: failed\nStatus: 5\.1\.1/);
+      assert.match(
+        b,
+        /Final-Recipient: rfc822; nobody-here@pf\.test\nAction: failed\nStatus: 5\.1\.1/,
+      );
       assert.match(b, /Remote-MTA: dns; 127\.0\.0\.1/);
       assert.match(b, /Diagnostic-Code: smtp; 550 5\.1\.1 <nobody-here@pf\.test>/);
     } finally {
@@ -103,10 +110,14 @@ peerTest(
       await m.idle();
       await m.stop();
       assert.deepEqual(await spool.list(), [], "every recipient delivered");
-      const msgs = await waitFor(async () => {
-        const x = await sink.messages();
-        return x.length >= 1 ? x : null;
-      }, 10_000, "smtp-sink dump");
+      const msgs = await waitFor(
+        async () => {
+          const x = await sink.messages();
+          return x.length >= 1 ? x : null;
+        },
+        10_000,
+        "smtp-sink dump",
+      );
       assert.equal(msgs.length, 1, "one transaction");
       const rcpts = [...msgs[0].matchAll(/^X-Rcpt-Args: <([^>]*)>/gm)].map((x) => x[1]);
       assert.deepEqual(rcpts, to);

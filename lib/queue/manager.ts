@@ -10,7 +10,7 @@
 import type { Config } from "../config/types.ts";
 import type { SendResult } from "../smtp/client.ts";
 import { logError, logEvent, logWarn } from "../log/log.ts";
-import { type AliasTable, loadAliases } from "../route/aliases.ts";
+import { type AliasTable, compiledPath, loadAliases } from "../route/aliases.ts";
 import type { MessageState, RecipientState } from "../spool/records.ts";
 import type { Spool } from "../spool/spool.ts";
 import type { DeliveryJob, WorkerReport } from "../worker/protocol.ts";
@@ -43,6 +43,8 @@ export class QueueManager {
   #programs: ProgramPool;
   #aliases: AliasTable = new Map();
   #aliasesLoaded: Promise<void>;
+  #aliasesSig: string | null = null;
+  #aliasesChecked = -Infinity;
   /** id → next attempt (epoch ms). */
   #due = new Map<string, number>();
   #active = new Map<string, Promise<void>>();
@@ -88,7 +90,7 @@ export class QueueManager {
       relay: opts.relay,
       enqueue: (id) => this.enqueue(id),
     };
-    this.#aliasesLoaded = this.loadAliases();
+    this.#aliasesLoaded = this.#refreshAliases();
   }
 
   /** The outgoing connection cache (its counters are in `stats`). */
@@ -99,6 +101,25 @@ export class QueueManager {
   /** The long-running LMTP programs (`type = "program"` routes). */
   get programPool(): ProgramPool {
     return this.#programs;
+  }
+
+  /**
+   * Re-reads the aliases when the file, its compiled form or the configured
+   * path changed (`skiff newaliases` or a reload while running), checking at
+   * most once a second.
+   */
+  async #refreshAliases(): Promise<void> {
+    const now = Date.now();
+    if (now - this.#aliasesChecked < 1000) return;
+    this.#aliasesChecked = now;
+    const src = this.#cfg.delivery.aliases;
+    const mtime = async (p: string) => (await Deno.stat(p).catch(() => null))?.mtime?.getTime();
+    const sig = src === ""
+      ? ""
+      : JSON.stringify([src, await mtime(src), await mtime(compiledPath(src))]);
+    if (sig === this.#aliasesSig) return;
+    this.#aliasesSig = sig;
+    await this.loadAliases();
   }
 
   /** (Re)reads the aliases (compiled by `skiff newaliases`). */
@@ -241,6 +262,7 @@ export class QueueManager {
   async #process(id: string): Promise<void> {
     const forced = this.#forced.delete(id);
     await this.#aliasesLoaded;
+    await this.#refreshAliases();
     const state = await dispatch(this.#deps, id, forced);
     if (state.done) {
       await this.#spool.remove(id);

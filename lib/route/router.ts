@@ -11,6 +11,7 @@ import { domainOf } from "../smtp/policy.ts";
 import { type AliasTable, expandAlias, type Expanded, parseTarget } from "./aliases.ts";
 import { findLocalUser, lookupUser, type PasswdEntry } from "./passwd.ts";
 import type { Destination, RunAs } from "./types.ts";
+import { maildirUser } from "../deliver/maildir.ts";
 
 /** envelope.protocol of a message made by alias or .forward expansion. */
 export const PROTOCOL_ALIAS = "ALIAS";
@@ -68,12 +69,17 @@ export function findRoute(cfg: Config, domain: string) {
 
 /**
  * Special recipients of an ALIAS message: `|` + JSON {command, user} for a
- * command, `/path` for a file. Only envelopes with PROTOCOL_ALIAS (made by
- * the manager) may carry them: an SMTP client can never ask for a command.
+ * command, `|` + JSON {file, user} for a file (a bare `/path`, as older
+ * queue files have, is a file written as skiff's own user). Commands and
+ * files run as the user the expansion names (`nobody` for the aliases file
+ * when root, the forwarding user for a .forward): never as root, so a
+ * .forward cannot make skiff write /etc/... Only envelopes with
+ * PROTOCOL_ALIAS (made by the manager) may carry them: an SMTP client can
+ * never ask for a command or a file.
  */
 export function encodeSpecial(e: Expanded, runAs: RunAs | null): string {
   if (e.kind === "pipe") return `|${JSON.stringify({ command: e.command, user: runAs })}`;
-  if (e.kind === "file") return e.path;
+  if (e.kind === "file") return `|${JSON.stringify({ file: e.path, user: runAs })}`;
   return e.address;
 }
 
@@ -102,7 +108,20 @@ export function route(
         why: "file target of an alias or .forward",
       };
     }
-    const spec = JSON.parse(address.slice(1)) as { command: string[]; user: RunAs | null };
+    const spec = JSON.parse(address.slice(1)) as
+      | { command: string[]; user: RunAs | null }
+      | { file: string; user: RunAs | null };
+    if ("file" in spec) {
+      return {
+        type: "deliver",
+        destination: { kind: "mbox", path: spec.file, user: spec.user },
+        domain: "",
+        user: "",
+        runAs: spec.user,
+        ...limits(),
+        why: "file target of an alias or .forward",
+      };
+    }
     return {
       type: "deliver",
       destination: { kind: "pipe", command: spec.command, user: spec.user },
@@ -116,11 +135,14 @@ export function route(
   if (!isLocalDomain(cfg, domain)) {
     const r = findRoute(cfg, domain);
     if (r) {
+      const user = localPart(address).toLowerCase();
+      const bad = badMailbox(r.destination, user);
+      if (bad) return bad;
       return {
         type: "deliver",
-        destination: r.destination,
+        destination: mailboxIn(r.destination, user),
         domain,
-        user: localPart(address).toLowerCase(),
+        user,
         runAs: "user" in r.destination ? r.destination.user : null,
         ...limits(r),
         why: `[[route]] domain = "${r.domain}"`,
@@ -201,9 +223,11 @@ export function route(
   }
   const r = findRoute(cfg, domain);
   if (r) {
+    const bad = badMailbox(r.destination, user);
+    if (bad) return bad;
     return {
       type: "deliver",
-      destination: r.destination,
+      destination: mailboxIn(r.destination, user),
       domain,
       user,
       runAs: ("user" in r.destination ? r.destination.user : null) ?? runAs,
@@ -212,17 +236,47 @@ export function route(
     };
   }
   const destination: Destination = d.localMailbox === "mbox"
-    ? { kind: "mbox", path: `${d.mboxDir}/${user}`, user: runAs }
+    ? { kind: "mbox", path: d.mboxDir, user: runAs }
     : { kind: "maildir", path: cfg.local.maildirRoot, user: runAs };
+  const bad = badMailbox(destination, user);
+  if (bad) return bad;
   return {
     type: "deliver",
-    destination,
+    destination: mailboxIn(destination, user),
     domain,
     user,
     runAs,
     ...limits(),
     why: `local domain "${domain || "(none)"}", ${d.localMailbox} mailbox`,
   };
+}
+
+/**
+ * An mbox destination's path is a directory (a route's `path`, or
+ * delivery.mbox_dir): the recipient's mailbox is the file named after them.
+ */
+function mailboxIn(dest: Destination, user: string): Destination {
+  return dest.kind === "mbox" ? { ...dest, path: `${dest.path}/${user}` } : dest;
+}
+
+/**
+ * A mailbox name that cannot be a file or directory name under the root
+ * ("", ".", "..", a "/", control characters: `"../x"@domain` must never
+ * reach a path) fails at once with 5.1.1, for mbox and Maildir alike.
+ */
+function badMailbox(dest: Destination, user: string): Routed | null {
+  if (dest.kind !== "mbox" && dest.kind !== "maildir") return null;
+  try {
+    maildirUser(user);
+    return null;
+  } catch (err) {
+    return {
+      type: "fail",
+      dsn: "5.1.1",
+      text: (err as Error).message,
+      why: `${dest.kind} under ${dest.path}`,
+    };
+  }
 }
 
 /** One line describing a destination, for logs and `skiff route`. */

@@ -1,0 +1,63 @@
+/**
+ * Router decisions that matter for safety: mbox mailboxes are files named
+ * after the recipient inside the configured directory (never a path out of
+ * it), and file and command targets of an alias or .forward carry the user
+ * they run as, so a .forward can never make skiff write a file as root.
+ */
+import assert from "node:assert/strict";
+import { parseAliases } from "../lib/route/aliases.ts";
+import { encodeSpecial, PROTOCOL_ALIAS, route, type RouterContext } from "../lib/route/router.ts";
+import { testConfig } from "./delivery_peers.ts";
+
+const ctx: RouterContext = { aliases: new Map(), readFile: () => null, root: false };
+
+Deno.test("mbox: one file per recipient in the directory; names that escape it fail 5.1.1", () => {
+  const cfg = testConfig(
+    "/srv/t",
+    `[delivery]\nlocal_mailbox = "mbox"\nmbox_dir = "/var/mail"\n` +
+      `[[route]]\ndomain = "boxes.test"\ntype = "mbox"\npath = "/srv/boxes"\n`,
+  );
+  const local = route(cfg, ctx, "Carol@localhost");
+  assert.equal(local.type, "deliver");
+  assert.deepEqual(local.type === "deliver" && local.destination, {
+    kind: "mbox",
+    path: "/var/mail/carol",
+    user: null,
+  });
+  const routed = route(cfg, ctx, "dave@boxes.test");
+  assert.equal(
+    routed.type === "deliver" && routed.destination.kind === "mbox" &&
+      routed.destination.path,
+    "/srv/boxes/dave",
+  );
+  for (const bad of ["../../etc/passwd@localhost", "..@boxes.test", "a/b@localhost"]) {
+    const r = route(cfg, ctx, bad);
+    assert.equal(r.type, "fail", bad);
+    assert.equal(r.type === "fail" && r.dsn, "5.1.1", bad);
+  }
+});
+
+Deno.test("alias file and command targets run as the expansion's user, never as root", () => {
+  const cfg = testConfig("/srv/t", "");
+  const nobody = { name: "nobody", uid: 65534, gid: 65534 };
+  const [file, cmd] = parseAliases("x: /home/u/saved, |/usr/bin/logger -t mail\n").get("x")!;
+  assert.equal(file.kind, "file");
+  const encFile = encodeSpecial({ kind: "file", path: "/home/u/saved" }, nobody);
+  const r = route(cfg, ctx, encFile, PROTOCOL_ALIAS);
+  assert.equal(r.type, "deliver");
+  if (r.type === "deliver") {
+    assert.deepEqual(r.destination, { kind: "mbox", path: "/home/u/saved", user: nobody });
+    assert.deepEqual(r.runAs, nobody);
+  }
+  assert.equal(cmd.kind, "pipe");
+  const encCmd = encodeSpecial(
+    { kind: "pipe", command: ["/usr/bin/logger", "-t", "mail"] },
+    nobody,
+  );
+  const c = route(cfg, ctx, encCmd, PROTOCOL_ALIAS);
+  assert.ok(c.type === "deliver" && c.destination.kind === "pipe");
+  assert.deepEqual(c.type === "deliver" && c.runAs, nobody);
+  // The special forms mean nothing outside an ALIAS message: an SMTP client cannot ask for them.
+  const smtp = route(cfg, ctx, encFile, "ESMTP");
+  assert.ok(!(smtp.type === "deliver" && ["mbox", "pipe"].includes(smtp.destination.kind)));
+});
