@@ -40,17 +40,23 @@ export async function startDnsmasq(records: string[]): Promise<Running> {
     stdout: "null",
     stderr: "null",
   }).spawn();
-  for (let i = 0; i < 100; i++) {
+  let ready = false;
+  for (let i = 0; i < 100 && !ready; i++) {
     try {
       await Deno.resolveDns("ready.invalid", "A", {
         nameServer: { ipAddr: "127.0.0.1", port },
-        signal: AbortSignal.timeout(200),
+        signal: AbortSignal.timeout(500),
       });
-      break;
+      ready = true;
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) break;
-      await sleep(50);
+      if (err instanceof Deno.errors.NotFound) ready = true;
+      else await sleep(50);
     }
+  }
+  if (!ready) {
+    child.kill("SIGKILL");
+    await child.status;
+    throw new Error(`dnsmasq did not answer on 127.0.0.1:${port}`);
   }
   return {
     port,

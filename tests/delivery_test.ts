@@ -38,7 +38,7 @@ peerTest(
     const implicit = mx2; // implicit.test is 127.0.0.3 too
     const dir = await Deno.makeTempDir({ prefix: "skiff-mx-" });
     try {
-      const resolver = { nameserver: { host: "127.0.0.1", port: dns.port }, timeoutMs: 2000 };
+      const resolver = { nameserver: { host: "127.0.0.1", port: dns.port }, timeoutMs: 10_000 };
       const hosts = await resolveMx("mx.test", resolver);
       assert.deepEqual(hosts.map((h) => [h.host, h.address]), [
         ["mx1.mx.test", "127.0.0.2"],

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { parseSendmailArgs, UsageError } from "../lib/cli/sendmail_args.ts";
 import { addressList, displayName, prepareMessage } from "../lib/cli/sendmail_message.ts";
 import { decodeDrop, encodeDrop } from "../lib/maildrop/format.ts";
-import { parsePasswd } from "../lib/maildrop/passwd.ts";
+import { parsePasswd } from "../lib/sys/passwd.ts";
 import { parseSelection } from "../lib/cli/queue.ts";
 
 Deno.test("sendmail flags: each one parses as sendmail/Postfix do", () => {

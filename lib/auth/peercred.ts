@@ -6,6 +6,7 @@
  * the fd of a node:net socket. Nothing the client says can change them.
  */
 import type * as net from "node:net";
+import { userByUid } from "../sys/passwd.ts";
 
 /** What the kernel says about a unix-socket peer. */
 export interface PeerCred {
@@ -53,19 +54,10 @@ export function peerCred(socket: net.Socket): PeerCred | null {
 }
 
 /**
- * The login name of a uid from /etc/passwd (the system's own accounts;
- * skiff does not consult NSS). Null when the uid has no entry.
+ * The login name of a uid, or null when it has none or the name could not
+ * serve as an address's local part (it becomes the sender the peer may use).
  */
-export function loginOf(uid: number, passwd = "/etc/passwd"): string | null {
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(passwd);
-  } catch {
-    return null;
-  }
-  for (const line of text.split("\n")) {
-    const f = line.split(":");
-    if (f.length >= 3 && Number(f[2]) === uid && /^[a-z_][a-z0-9_.-]*\$?$/i.test(f[0])) return f[0];
-  }
-  return null;
+export function loginOf(uid: number): string | null {
+  const name = userByUid(uid)?.name;
+  return name !== undefined && /^[a-z_][a-z0-9_.-]*\$?$/i.test(name) ? name : null;
 }

@@ -11,7 +11,7 @@
 import type { Config } from "../config/types.ts";
 import { dropMessage, ensureMaildrop } from "../maildrop/drop.ts";
 import type { DropEnvelope } from "../maildrop/format.ts";
-import { loginOf } from "../maildrop/passwd.ts";
+import { loginOf } from "../sys/passwd.ts";
 import { senderAllowed } from "../maildrop/sender_policy.ts";
 import { parseMailbox } from "../smtp/command.ts";
 import {
@@ -71,7 +71,7 @@ function qualify(address: string, hostname: string): string {
 
 async function deliver(cfg: Config, args: SendmailArgs): Promise<number> {
   const uid = Deno.uid() ?? -1;
-  const user = await loginOf(uid);
+  const user = loginOf(uid);
   const own = `${user.name}@${cfg.hostname}`;
   const sender = args.sender === null
     ? own

@@ -5,7 +5,7 @@
  * are accepted too). Resolved when the config is read, so an unknown name
  * is a config error rather than a failure at bind time.
  */
-import { readPasswd } from "../route/passwd.ts";
+import { readPasswd } from "../sys/passwd.ts";
 
 /** A resolved socket owner; gid null keeps the socket's group. */
 export interface SocketOwner {

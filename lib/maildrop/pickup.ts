@@ -17,7 +17,7 @@ import { rfc5322Date } from "../smtp/received.ts";
 import type { Envelope } from "../spool/records.ts";
 import type { Spool } from "../spool/spool.ts";
 import { decodeDrop, type DropEnvelope } from "./format.ts";
-import { loginOf } from "./passwd.ts";
+import { loginOf } from "../sys/passwd.ts";
 import { senderAllowed } from "./sender_policy.ts";
 
 /** Incomplete drops older than this are abandoned (the shim died while writing). */
@@ -114,7 +114,7 @@ async function queueDrop(
   spool: Spool,
   d: { uid: number; envelope: DropEnvelope; content: Uint8Array },
 ): Promise<string> {
-  const user = await loginOf(d.uid);
+  const user = loginOf(d.uid);
   let from = d.envelope.from;
   let warning = "";
   if (from !== "" && !parseMailbox(from)) from = `${user.name}@${cfg.hostname}`;

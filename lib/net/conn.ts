@@ -1,7 +1,8 @@
 /**
  * One small connection type over node:net sockets, used by the SMTP server
- * and client alike, so protocol code never knows what is underneath (and a
- * later TLS upgrade through node:tls can swap the socket in place).
+ * and client alike, so protocol code never knows what is underneath. Either
+ * side can be upgraded to TLS in place through node:tls (STARTTLS, RFC 3207):
+ * the server with startTlsServer/acceptTls, the client with startTlsClient.
  */
 import * as net from "node:net";
 import * as tls from "node:tls";
@@ -11,6 +12,15 @@ import type { PeerCred } from "../auth/peercred.ts";
 export interface TlsInfo {
   version: string;
   cipher: string;
+}
+
+/** What a client learns from its TLS handshake. */
+export interface ClientTlsInfo {
+  /** The certificate chain and host name verified. */
+  authorized: boolean;
+  authorizationError: string | null;
+  protocol: string | null;
+  cipher: string | null;
 }
 
 /** A byte stream with pull-style reads, bounded by per-read deadlines. */
@@ -123,11 +133,20 @@ export class Conn {
 
   /** Connects to host:port, failing after timeoutMs. */
   static connect(host: string, port: number, timeoutMs: number): Promise<Conn> {
+    return Conn.connectTo({ host, port }, timeoutMs);
+  }
+
+  /** Connects over TCP (host:port) or a unix socket (path), failing after timeoutMs. */
+  static connectTo(
+    to: { host: string; port: number } | { path: string },
+    timeoutMs: number,
+  ): Promise<Conn> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host, port });
+      const socket = "path" in to ? net.connect({ path: to.path }) : net.connect(to);
+      const what = "path" in to ? to.path : `${to.host}:${to.port}`;
       const timer = setTimeout(() => {
         socket.destroy();
-        reject(new Error(`Connection to ${host}:${port} timed out after ${timeoutMs} ms`));
+        reject(new TimeoutError(`Connection to ${what} timed out after ${timeoutMs} ms`));
       }, timeoutMs);
       socket.once("connect", () => {
         clearTimeout(timer);
@@ -136,6 +155,59 @@ export class Conn {
       });
       socket.once("error", (err) => {
         clearTimeout(timer);
+        reject(err);
+      });
+    });
+  }
+
+  /**
+   * Client-side TLS on this connection, after the server's 220 to STARTTLS.
+   * The old Conn is dead afterwards; use the one returned. `verify` checks the
+   * chain and host name; otherwise any certificate is taken (opportunistic
+   * TLS: protection against passive eavesdroppers only).
+   */
+  startTlsClient(
+    opts: { servername: string; verify: boolean; timeoutMs: number; ca?: string[] },
+  ): Promise<{ conn: Conn; info: ClientTlsInfo }> {
+    const raw = this.#socket;
+    for (const [ev, fn] of this.#handlers) raw.off(ev, fn);
+    this.#closed = true;
+    raw.resume();
+    return new Promise((resolve, reject) => {
+      const servername = net.isIP(opts.servername) ? undefined : opts.servername;
+      const sock = tls.connect({
+        socket: raw,
+        servername,
+        rejectUnauthorized: opts.verify,
+        ca: opts.ca,
+      });
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new TimeoutError(`TLS handshake timed out after ${opts.timeoutMs} ms`));
+      }, opts.timeoutMs);
+      sock.once("secureConnect", () => {
+        clearTimeout(timer);
+        sock.removeAllListeners("error");
+        const conn = new Conn(sock, {
+          remoteAddress: this.#remoteAddress,
+          remotePort: this.#remotePort,
+          peer: null,
+        });
+        const cipher = sock.getCipher?.();
+        conn.tls = { version: sock.getProtocol?.() ?? "TLS", cipher: cipher?.name ?? "unknown" };
+        resolve({
+          conn,
+          info: {
+            authorized: sock.authorized,
+            authorizationError: sock.authorizationError ? String(sock.authorizationError) : null,
+            protocol: sock.getProtocol?.() ?? null,
+            cipher: cipher?.name ?? null,
+          },
+        });
+      });
+      sock.once("error", (err) => {
+        clearTimeout(timer);
+        sock.destroy();
         reject(err);
       });
     });
@@ -156,6 +228,11 @@ export class Conn {
     return this.#socket.localAddress ?? "";
   }
 
+  /** Bytes received but not yet read (a STARTTLS upgrade must find none: RFC 3207 §4.2). */
+  get unread(): number {
+    return this.#chunks.reduce((n, c) => n + c.length, 0);
+  }
+
   /** True when bytes have arrived that no read() has taken yet. */
   get pending(): boolean {
     return this.#chunks.length > 0;
@@ -163,7 +240,7 @@ export class Conn {
 
   /** True once the peer closed or the socket failed. */
   get closed(): boolean {
-    return this.#closed;
+    return this.#closed || this.#error !== null;
   }
 
   #wake(): void {

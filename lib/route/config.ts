@@ -7,7 +7,7 @@
  */
 import { resolve } from "node:path";
 import type { HostPort } from "../config/types.ts";
-import { lookupUser } from "./passwd.ts";
+import { lookupUser } from "../sys/passwd.ts";
 import type { DeliveryConfig, Destination, RouteConfig, RunAs, TlsMode } from "./types.ts";
 
 /** Reports a mistake and never returns (load.ts's Reader.fail). */

@@ -9,7 +9,7 @@
 import type { Config } from "../config/types.ts";
 import { domainOf } from "../smtp/policy.ts";
 import { type AliasTable, expandAlias, type Expanded, parseTarget } from "./aliases.ts";
-import { findLocalUser, lookupUser, type PasswdEntry } from "./passwd.ts";
+import { findLocalUser, lookupUser, type PasswdEntry } from "../sys/passwd.ts";
 import type { Destination, RunAs } from "./types.ts";
 import { maildirUser } from "../deliver/maildir.ts";
 

@@ -10,7 +10,8 @@
  */
 import { isIP } from "node:net";
 import { printable } from "./client_reply.ts";
-import { SocketWire, type Wire } from "./client_conn.ts";
+import { Conn } from "../net/conn.ts";
+import type { Wire } from "./client_conn.ts";
 import { SessionEnd, type SessionOptions, SmtpSession } from "./client_session.ts";
 
 /** Where to deliver, and the session's deadlines. */
@@ -92,7 +93,7 @@ export function relayName(
 export async function connectTarget(target: SmtpTarget): Promise<Wire> {
   const { host, port, connectTimeoutMs } = target;
   try {
-    return await SocketWire.connect(
+    return await Conn.connectTo(
       target.socket ? { path: target.socket } : { host, port },
       connectTimeoutMs,
     );

@@ -9,7 +9,8 @@
  * crash, so the queue retries and no message is lost.
  */
 import { type ClientReply, printable, ReplyParser, ReplyProtocolError } from "./client_reply.ts";
-import { type SocketWire, type TlsInfo, type Wire, WireTimeout } from "./client_conn.ts";
+import { Conn } from "../net/conn.ts";
+import { type TlsInfo, type Wire, WireTimeout } from "./client_conn.ts";
 import { concatBytes, DotStuffer, needsUtf8, xtext } from "./client_data.ts";
 import type { Outcome, OutgoingMessage, RecipientResult } from "./client.ts";
 
@@ -209,20 +210,20 @@ export class SmtpSession {
       if (mode === "may" && Math.floor(reply.code / 100) !== 2) return; // carry on in clear
       throw this.#local("deferred", "4.7.4", `STARTTLS refused: ${replyText(reply)}`, true);
     }
-    const sock = this.#wire as SocketWire;
+    const sock = this.#wire;
+    if (!(sock instanceof Conn)) throw this.#protocol("This transport cannot do TLS");
     // RFC 3207 §4.2: nothing may follow the 220 before the handshake (a
     // server that pipelines plaintext after it is injecting: CVE-2011-0411).
     if (this.#parser.buffered > 0 || this.#parser.pending > 0 || sock.unread > 0) {
       throw this.#protocol("Server sent data after its STARTTLS reply");
     }
-    if (typeof sock.upgrade !== "function") throw this.#protocol("This transport cannot do TLS");
-    const { wire, info } = await sock.upgrade({
+    const { conn, info } = await sock.startTlsClient({
       servername: this.#opts.servername ?? "",
       verify: mode === "verify",
       timeoutMs: this.#opts.replyTimeoutMs,
       ca: this.#opts.ca,
     });
-    this.#wire = wire;
+    this.#wire = conn;
     this.#tls = info;
     this.#parser = new ReplyParser();
     // RFC 3207 §4.2: forget what the server said before TLS; say hello again.
