@@ -12,6 +12,7 @@ import type { Config } from "../config/types.ts";
 import { dropMessage, ensureMaildrop } from "../maildrop/drop.ts";
 import type { DropEnvelope } from "../maildrop/format.ts";
 import { loginOf } from "../sys/passwd.ts";
+import { dropPermissions } from "../sys/permissions.ts";
 import { senderAllowed } from "../maildrop/sender_policy.ts";
 import { parseMailbox } from "../smtp/command.ts";
 import {
@@ -71,6 +72,8 @@ function qualify(address: string, hostname: string): string {
 
 async function deliver(cfg: Config, args: SendmailArgs): Promise<number> {
   const uid = Deno.uid() ?? -1;
+  // Handing a message over needs files and a socket, never a program or FFI.
+  await dropPermissions(["run", "ffi"]);
   const user = loginOf(uid);
   const own = `${user.name}@${cfg.hostname}`;
   const sender = args.sender === null

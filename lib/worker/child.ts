@@ -7,6 +7,7 @@
  * the child never reads the spool: the content comes on stdin, the results
  * go back to the manager, which appends them to the journal.
  */
+import { dropPermissions } from "../sys/permissions.ts";
 import { deliverToMaildir } from "../deliver/maildir.ts";
 import { deliverToMbox } from "../deliver/mbox.ts";
 import { deliverToPipe } from "../deliver/pipe.ts";
@@ -56,10 +57,6 @@ async function readInput(): Promise<{ line: string; content: Uint8Array; size: (
 }
 
 /** Drops what a delivery child never needs: network, FFI, system info, and subprocesses unless piping. */
-async function dropPermissions(keepRun: boolean): Promise<void> {
-  const names = ["net", "ffi", "sys", ...(keepRun ? [] : ["run"])] as const;
-  for (const name of names) await Deno.permissions.revoke({ name: name as "net" });
-}
 
 async function deliverOne(
   t: JobTarget,
@@ -108,7 +105,9 @@ export async function workerMain(): Promise<number> {
   if (input.size() !== job.size) {
     throw new Error(`Expected ${job.size} content bytes, got ${input.size()}`);
   }
-  await dropPermissions(job.targets.some((t) => t.destination.kind === "pipe"));
+  // Only pipe delivery runs a program; nothing here talks to the network.
+  const pipes = job.targets.some((t) => t.destination.kind === "pipe");
+  await dropPermissions(["net", "ffi", "sys", ...(pipes ? [] : ["run" as const])]);
   const results: JobResult[] = [];
   for (const t of job.targets) {
     const started = Date.now();
