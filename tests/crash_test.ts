@@ -4,31 +4,9 @@
  * smarthost that was down, once for a local Maildir recipient.
  */
 import assert from "node:assert/strict";
-import { freePort, maildirFiles, RawClient, SkiffServer, waitFor } from "./harness.ts";
+import { freePort, maildirFiles, SkiffServer, submitMessage, waitFor } from "./harness.ts";
 import { PEERS, peerTest } from "./peers.ts";
 import { Sink } from "./sink.ts";
-
-/** Sends one message over a raw session; returns the queue id from the 250. */
-async function sendOne(port: number, to: string, subject: string): Promise<string> {
-  const c = await RawClient.connect(port);
-  try {
-    let last: string[] | null = null;
-    for (
-      const line of ["", "EHLO crash.test", "MAIL FROM:<a@localhost>", `RCPT TO:<${to}>`, "DATA"]
-    ) {
-      if (line) await c.line(line);
-      last = await c.reply();
-      assert.ok(last && /^[23]/.test(last.at(-1)!), `${line}: ${last}`);
-    }
-    await c.send(`Subject: ${subject}\r\n\r\nbody of ${subject}\r\n.\r\n`);
-    last = await c.reply();
-    const m = /^250 2\.0\.0 Ok: queued as (\S+)/.exec(last?.at(-1) ?? "");
-    assert.ok(m, `DATA: ${last}`);
-    return m[1];
-  } finally {
-    c.close();
-  }
-}
 
 peerTest(
   "kill -9 after 250 with the smarthost down: delivered after restart",
@@ -38,7 +16,7 @@ peerTest(
     const first = await SkiffServer.start({
       toml: `[relay]\nrelayhost = "127.0.0.1:${deadPort}"\nconnect_timeout = 2\n`,
     });
-    const id = await sendOne(first.port, "far@example.com", "crash-relay");
+    const id = await submitMessage(first.port, { to: "far@example.com", subject: "crash-relay" });
     await first.stop("SIGKILL");
     const sink = await Sink.start();
     // Same spool, same port; the smarthost is now up.
@@ -75,7 +53,9 @@ Deno.test({
     const first = await SkiffServer.start();
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) {
-      ids.push(await sendOne(first.port, "carol@localhost", `crash-local-${i}`));
+      ids.push(
+        await submitMessage(first.port, { to: "carol@localhost", subject: `crash-local-${i}` }),
+      );
     }
     await first.stop("SIGKILL");
     const second = await SkiffServer.start({ dir: first.dir, port: first.port });

@@ -5,28 +5,9 @@
  * signals the manager instead.
  */
 import assert from "node:assert/strict";
-import { freePort, RawClient, runSkiff, SkiffServer, waitFor } from "./harness.ts";
+import { freePort, runSkiff, SkiffServer, submitMessage, waitFor } from "./harness.ts";
 import { PEERS, peerTest } from "./peers.ts";
 import { Sink } from "./sink.ts";
-
-async function queueOne(port: number, to: string, subject = "flush"): Promise<void> {
-  const c = await RawClient.connect(port);
-  for (
-    const line of [
-      "",
-      "EHLO t",
-      "MAIL FROM:<a@localhost>",
-      `RCPT TO:<${to}>`,
-      "DATA",
-      `Subject: ${subject}\r\n\r\nx\r\n.`,
-    ]
-  ) {
-    if (line) await c.line(line);
-    const r = await c.reply();
-    assert.ok(r && /^[23]/.test(r.at(-1)!), `${line}: ${r}`);
-  }
-  c.close();
-}
 
 peerTest(
   "skiff flush with no manager delivers deferred mail and exits 0",
@@ -36,7 +17,7 @@ peerTest(
     const server = await SkiffServer.start({
       toml: `[relay]\nrelayhost = "127.0.0.1:${dead}"\nconnect_timeout = 2\n`,
     });
-    await queueOne(server.port, "far@example.com");
+    await submitMessage(server.port, { to: "far@example.com", subject: "flush" });
     await server.waitForLog(/deferred id=\S+ to=<far@example\.com>/);
     await server.stop();
     // Still the smarthost is down: the pass leaves it queued and says so.
@@ -70,7 +51,7 @@ peerTest("skiff flush with a manager running tells it to retry now", [PEERS.smtp
   });
   let sink: Sink | null = null;
   try {
-    await queueOne(server.port, "far@example.com");
+    await submitMessage(server.port, { to: "far@example.com", subject: "flush" });
     await server.waitForLog(/deferred id=\S+ to=<far@example\.com>/);
     sink = await Sink.start({ port });
     const r = await runSkiff(["--config", server.configPath, "flush"]);
@@ -99,7 +80,9 @@ peerTest(
       toml: `[relay]\nrelayhost = "127.0.0.1:${dead}"\nconnect_timeout = 2\n`,
     });
     const subjects = ["c1", "c2", "c3", "c4"];
-    for (const s of subjects) await queueOne(server.port, `${s}@example.com`, s);
+    for (const s of subjects) {
+      await submitMessage(server.port, { to: `${s}@example.com`, subject: s });
+    }
     for (const s of subjects) await server.waitForLog(new RegExp(`deferred id=\\S+ to=<${s}@`));
     await server.stop();
     const sink = await Sink.start();

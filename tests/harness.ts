@@ -293,3 +293,49 @@ export class RawClient {
     this.#socket.destroy();
   }
 }
+
+/** What submitMessage sends. */
+export interface Submission {
+  from?: string;
+  to: string | string[];
+  /** The whole message (CRLF line endings); it is dot-stuffed here. Default: a Subject and a body. */
+  data?: string;
+  subject?: string;
+}
+
+/** Submits one message over a plain SMTP session; returns skiff's queue id from the 250. */
+export async function submitMessage(port: number, m: Submission): Promise<string> {
+  const c = await RawClient.connect(port);
+  try {
+    const expect = async (what: string, code: string) => {
+      const r = await c.reply();
+      if (!r || !r[r.length - 1].startsWith(code)) {
+        throw new Error(
+          `${what}: expected ${code}, got ${r?.join(" | ") ?? "a closed connection"}`,
+        );
+      }
+      return r[r.length - 1];
+    };
+    await expect("greeting", "220");
+    await c.line("EHLO client.test");
+    await expect("EHLO", "250");
+    await c.line(`MAIL FROM:<${m.from ?? "a@localhost"}>`);
+    await expect("MAIL", "250");
+    for (const to of [m.to].flat()) {
+      await c.line(`RCPT TO:<${to}>`);
+      await expect(`RCPT ${to}`, "250");
+    }
+    await c.line("DATA");
+    await expect("DATA", "354");
+    const subject = m.subject ?? "test";
+    const data = m.data ?? `Subject: ${subject}\r\n\r\nbody of ${subject}\r\n`;
+    const stuffed = data.replace(/^\./gm, "..");
+    await c.send(`${stuffed}${stuffed.endsWith("\r\n") ? "" : "\r\n"}.\r\n`);
+    const final = await expect("end of data", "250");
+    const id = /queued as (\S+)/.exec(final)?.[1];
+    if (!id) throw new Error(`No queue id in ${JSON.stringify(final)}`);
+    return id;
+  } finally {
+    c.close();
+  }
+}

@@ -10,43 +10,14 @@
  * Every wait is for a log line or a file, never a fixed sleep.
  */
 import assert from "node:assert/strict";
-import { maildirFiles, RawClient, runSkiff, SkiffServer, waitFor } from "./harness.ts";
+import { maildirFiles, runSkiff, SkiffServer, submitMessage, waitFor } from "./harness.ts";
 import { readableDenoDir } from "./shim_helpers.ts";
 import { Spool } from "../lib/spool/spool.ts";
 
-const ROOT = Deno.uid() === 0;
+const submit = (port: number, from: string, to: string[], data: string) =>
+  submitMessage(port, { from, to, data });
 
-/** Submits one message over SMTP; returns skiff's queue id. */
-async function submit(port: number, from: string, to: string[], data: string): Promise<string> {
-  const c = await RawClient.connect(port);
-  try {
-    const expect = async (code: string) => {
-      const r = await c.reply(10_000);
-      assert.ok(r && r[r.length - 1].startsWith(code), `expected ${code}, got ${r?.join(" | ")}`);
-      return r!.join("\n");
-    };
-    await expect("220");
-    await c.line("EHLO client.test");
-    await expect("250");
-    await c.line(`MAIL FROM:<${from}>`);
-    await expect("250");
-    for (const t of to) {
-      await c.line(`RCPT TO:<${t}>`);
-      await expect("250");
-    }
-    await c.line("DATA");
-    await expect("354");
-    const stuffed = data.replace(/^\./gm, "..");
-    await c.send(`${stuffed}${stuffed.endsWith("\r\n") ? "" : "\r\n"}.\r\n`);
-    const done = await expect("250");
-    await c.line("QUIT");
-    const id = done.match(/queued as (\S+)/)?.[1];
-    assert.ok(id, done);
-    return id;
-  } finally {
-    c.close();
-  }
-}
+const ROOT = Deno.uid() === 0;
 
 /** A directory every user can reach (nobody's workers write there). */
 async function openDir(prefix: string): Promise<string> {

@@ -6,27 +6,8 @@
  * the manager running and with it stopped.
  */
 import assert from "node:assert/strict";
-import { freePort, RawClient, runSkiff, SkiffServer, sleep, waitFor } from "./harness.ts";
+import { freePort, runSkiff, SkiffServer, sleep, submitMessage, waitFor } from "./harness.ts";
 import { PEERS, peerTest } from "./peers.ts";
-
-async function queueOne(port: number, to: string, subject: string): Promise<void> {
-  const c = await RawClient.connect(port);
-  for (
-    const line of [
-      "",
-      "EHLO t",
-      "MAIL FROM:<a@localhost>",
-      `RCPT TO:<${to}>`,
-      "DATA",
-      `Subject: ${subject}\r\n\r\nx\r\n.`,
-    ]
-  ) {
-    if (line) await c.line(line);
-    const r = await c.reply();
-    assert.ok(r && /^[23]/.test(r.at(-1)!), `${line}: ${r}`);
-  }
-  c.close();
-}
 
 /** smtp-sink refusing every RCPT with a 4xx: mail to it stays deferred. */
 async function deferringSink(port: number): Promise<Deno.ChildProcess> {
@@ -68,8 +49,8 @@ peerTest(
     });
     const cfg = server.configPath;
     try {
-      await queueOne(server.port, "ann@example.com", "one");
-      await queueOne(server.port, "bob@example.org", "two");
+      await submitMessage(server.port, { to: "ann@example.com", subject: "one" });
+      await submitMessage(server.port, { to: "bob@example.org", subject: "two" });
       await server.waitForLog(/deferred id=\S+ to=<ann@example\.com>[^\n]*dsn=4/);
       await server.waitForLog(/deferred id=\S+ to=<bob@example\.org>[^\n]*dsn=4/);
       const mode = Deno.statSync(`${server.dir}/spool/control.sock`).mode! & 0o777;
@@ -155,7 +136,7 @@ peerTest(
     });
     const cfg = server.configPath;
     try {
-      await queueOne(server.port, "ann@example.com", "offline");
+      await submitMessage(server.port, { to: "ann@example.com", subject: "offline" });
       await server.waitForLog(/deferred id=\S+ to=<ann@example\.com>/);
       await server.stop();
       const st = await skiff(cfg, "status", "--json");
