@@ -5,7 +5,7 @@
  * counts connections. Plus a helper that spools a message.
  */
 import * as dgram from "node:dgram";
-import { freePort, sleep } from "./harness.ts";
+import { freePort, guardDns, sleep } from "./harness.ts";
 import { parseConfig } from "../lib/config/load.ts";
 import type { Config } from "../lib/config/types.ts";
 import type { Envelope } from "../lib/spool/records.ts";
@@ -127,7 +127,7 @@ export async function startScripted(host = "127.0.0.1", port?: number): Promise<
 export function testConfig(dir: string, toml: string): Config {
   return parseConfig(
     `hostname = "skiff.test"\nspool_dir = "${dir}/spool"\n[local]\nmaildir_root = "${dir}/mail"\n` +
-      `domains = ["localhost"]\n[queue]\nretry_min = 60\nretry_max = 600\n${toml}`,
+      `domains = ["localhost"]\n[queue]\nretry_min = 60\nretry_max = 600\n${guardDns(toml)}`,
     "test.toml",
   );
 }

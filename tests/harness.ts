@@ -29,6 +29,19 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Points a config's DNS at a closed loopback port unless it names a name
+ * server: no test may query the machine's own resolver, which is not on
+ * loopback. An MX lookup then fails fast and temporarily (4.4.3).
+ */
+export function guardDns(toml: string): string {
+  if (/^nameserver\s*=/m.test(toml)) return toml;
+  const guard = `nameserver = "127.0.0.1:1"`;
+  return toml.includes("[delivery]\n")
+    ? toml.replace("[delivery]\n", `[delivery]\n${guard}\n`)
+    : `${toml}\n[delivery]\n${guard}\n`;
+}
+
 /** The argv that runs skiff under `deno run` with the task's permissions. */
 export function skiffArgs(args: string[]): string[] {
   return ["run", "--quiet", "--config", `${ROOT}deno.json`, ...FLAGS, MAIN, ...args];
@@ -110,7 +123,7 @@ domains = ${JSON.stringify(opts.domains ?? ["localhost"])}
 maildir_root = "${dir}/mail"
 [queue]
 ${opts.queue ?? "retry_min = 1\nretry_max = 4"}
-${opts.toml ?? ""}
+${guardDns(opts.toml ?? "")}
 `,
     );
     const child = new Deno.Command(Deno.execPath(), {

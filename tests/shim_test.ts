@@ -7,7 +7,7 @@
  * the DSN/BODY flags reaching the envelope.
  */
 import assert from "node:assert/strict";
-import { maildirFiles, runSkiff, SkiffServer, waitFor } from "./harness.ts";
+import { guardDns, maildirFiles, runSkiff, SkiffServer, waitFor } from "./harness.ts";
 import { PEERS, peerTest } from "./peers.ts";
 import { makeShims, run, shimToml } from "./shim_helpers.ts";
 
@@ -33,7 +33,7 @@ maildir_root = "${dir}/mail"
 retry_min = 1
 retry_max = 4
 ${shimToml(dir, extra)}
-${more}`,
+${guardDns(more)}`,
   );
   // What an installer (or the manager's first start) does: create the maildrop.
   const r = await runSkiff(["--config", path, "flush"]);
