@@ -100,6 +100,7 @@ Deno.test("embedded default parses into the documented values", () => {
       concurrency: 10,
       rate: 0,
       tls: "may",
+      tlsCaFile: "",
       authUser: "",
       authPassword: "",
       localMailbox: "maildir",

@@ -90,6 +90,7 @@ cache_idle = 30
 concurrency = 10
 rate = 0
 tls = "may"
+tls_ca_file = ""
 auth_user = ""
 auth_password = ""
 local_mailbox = "maildir"

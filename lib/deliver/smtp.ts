@@ -31,8 +31,16 @@ export type NetDestination =
     tls: TlsMode;
     authUser: string;
     authPassword: string;
+    tlsCaFile?: string;
   }
-  | { kind: "lmtp"; host: string; port: number; socket: string; tls: TlsMode };
+  | {
+    kind: "lmtp";
+    host: string;
+    port: number;
+    socket: string;
+    tls: TlsMode;
+    tlsCaFile?: string;
+  };
 
 /** What network delivery needs from the manager. */
 export interface NetContext {
@@ -45,6 +53,30 @@ export interface NetContext {
   mxPort: number;
   /** Extra CAs trusted for tls = "verify" (tests). */
   ca?: string[];
+  /** [delivery] tls_ca_file: a PEM bundle trusted for "verify" when the route names none. */
+  caFile?: string;
+}
+
+/** The CA bundle a destination's "verify" trusts ("" = none). */
+function caFileOf(d: NetDestination, ctx: NetContext): string {
+  return (d.kind !== "mx" && d.tlsCaFile) || ctx.caFile || "";
+}
+
+/**
+ * The trusted CAs for a destination: the test seam's plus the tls_ca_file,
+ * read when a session is opened (so a renewed bundle is picked up). An
+ * unreadable file defers with 4.3.5 ("system incorrectly configured").
+ */
+async function trustedCas(d: NetDestination, ctx: NetContext): Promise<string[] | undefined> {
+  const file = d.tls === "verify" ? caFileOf(d, ctx) : "";
+  if (file === "") return ctx.ca;
+  try {
+    return [...(ctx.ca ?? []), await Deno.readTextFile(file)];
+  } catch (err) {
+    throw new DeliveryError(`Cannot read tls_ca_file ${file}: ${(err as Error).message}`, {
+      dsn: "4.3.5",
+    });
+  }
 }
 
 /** The cache key of a destination. */
@@ -55,7 +87,9 @@ export function destinationKey(d: NetDestination): string {
     ? `lmtp:${d.socket || `${d.host}:${d.port}`}`
     : `smtp:${d.host}:${d.port}`;
   const auth = d.kind === "smtp" ? d.authUser : "";
-  return ConnectionCache.key({ dest: where, tls: d.tls, auth });
+  // A session verified against one CA bundle is not reused for another's.
+  const ca = d.kind !== "mx" && d.tlsCaFile ? ` ca=${d.tlsCaFile}` : "";
+  return ConnectionCache.key({ dest: where + ca, tls: d.tls, auth });
 }
 
 /** The ordered targets of a destination; throws DeliveryError (DNS trouble, null MX). */
@@ -65,7 +99,7 @@ async function targetsOf(d: NetDestination, ctx: NetContext): Promise<SmtpTarget
     connectTimeoutMs: ctx.connectTimeoutMs,
     replyTimeoutMs: ctx.replyTimeoutMs,
     tls: d.tls,
-    ca: ctx.ca,
+    ca: await trustedCas(d, ctx),
   };
   if (d.kind === "smtp") {
     return [{

@@ -106,16 +106,40 @@ export class Conn {
   ): Promise<Conn> {
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: opts.secureContext });
     await new Promise<void>((resolve, reject) => {
+      // A client that drops the connection mid-handshake (as one does when our
+      // certificate fails its checks) makes the TLSSocket emit "end"/"close"
+      // but no "error" (Deno 2.9, listeners with allowHalfOpen). Without these
+      // the session, and a graceful stop, waited out the handshake timeout
+      // (the command timeout, 300 s by default). tests/client_tls_test.ts.
+      const unhook = () => {
+        raw.off("close", closed);
+        raw.off("end", closed);
+        secure.off("end", closed);
+        secure.off("close", closed);
+      };
+      const closed = () => {
+        clearTimeout(timer);
+        unhook();
+        secure.destroy();
+        reject(new Error("Connection closed during the TLS handshake"));
+      };
       const timer = setTimeout(() => {
+        unhook();
         secure.destroy();
         reject(new TimeoutError(`TLS handshake not done after ${opts.timeoutMs} ms`));
       }, opts.timeoutMs);
+      raw.once("close", closed);
+      raw.once("end", closed);
+      secure.once("end", closed);
+      secure.once("close", closed);
       secure.once("secure", () => {
         clearTimeout(timer);
+        unhook();
         resolve();
       });
       secure.once("error", (err) => {
         clearTimeout(timer);
+        unhook();
         reject(err);
       });
     });
@@ -180,6 +204,14 @@ export class Conn {
         servername,
         rejectUnauthorized: opts.verify,
         ca: opts.ca,
+        // The identity is checked against the name (or IP address) we meant to
+        // reach. Without this, node:tls over an existing socket and without SNI
+        // (an IP literal) checks the default host "localhost" instead, so any
+        // trusted certificate for "localhost" passed for every address.
+        checkServerIdentity: (_host, cert) =>
+          opts.servername
+            ? tls.checkServerIdentity(opts.servername, cert)
+            : new Error("No host name to check the server certificate against"),
       });
       const timer = setTimeout(() => {
         sock.destroy();

@@ -19,7 +19,7 @@ import { ConnectionCache } from "../deliver/conn_cache.ts";
 import type { NetContext } from "../deliver/smtp.ts";
 import { ProgramPool } from "../deliver/program.ts";
 import { dispatch, type DispatchDeps } from "./dispatch.ts";
-import { DestinationLimiter } from "./limits.ts";
+import { DestinationLimiter, type LimiterClock } from "./limits.ts";
 
 /** Seams for tests: clock, worker runner, relay client, network settings. */
 export interface ManagerOptions {
@@ -31,6 +31,8 @@ export interface ManagerOptions {
   relay?: (state: MessageState, rcpts: RecipientState[]) => Promise<SendResult>;
   /** Overrides of the network context (tests: MX port, CAs). */
   net?: Partial<NetContext>;
+  /** The per-destination rate limit's clock and sleep (tests; default the real ones). */
+  limiterClock?: Partial<LimiterClock>;
 }
 
 /** The queue manager of one `skiff serve` process. */
@@ -80,9 +82,10 @@ export class QueueManager {
         cache: this.#cache,
         resolver: { nameserver: d.nameserver, timeoutMs: d.dnsTimeout * 1000 },
         mxPort: 25,
+        caFile: d.tlsCaFile,
         ...opts.net,
       },
-      limiter: new DestinationLimiter(),
+      limiter: new DestinationLimiter(opts.limiterClock),
       programs: this.#programs,
       aliases: () => this.#aliases,
       runJob: opts.runJob ??

@@ -38,6 +38,7 @@ const DELIVERY_KEYS = [
   "concurrency",
   "rate",
   "tls",
+  "tls_ca_file",
   "auth_user",
   "auth_password",
   "local_mailbox",
@@ -54,6 +55,7 @@ const ROUTE_KEYS = [
   "user",
   "path",
   "tls",
+  "tls_ca_file",
   "auth_user",
   "auth_password",
   "concurrency",
@@ -96,6 +98,31 @@ function tls(ctx: RouteReaderContext, t: Table, key: string, dflt: TlsMode): Tls
     ctx.fail(`${key}.tls`, `one of ${TLS_MODES.map((m) => `"${m}"`).join(", ")}`, v);
   }
   return v as TlsMode;
+}
+
+/**
+ * A PEM bundle of CA certificates (`tls_ca_file`), resolved against cwd; it
+ * must be readable and hold a certificate now, so a typo is a config error
+ * rather than a queue of deferred mail. "" = none.
+ */
+function caFile(ctx: RouteReaderContext, t: Table, key: string): string {
+  const name = str(ctx, t, key, "tls_ca_file");
+  if (name === "") return "";
+  const path = resolve(ctx.cwd, name);
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (err) {
+    return ctx.fail(
+      `${key}.tls_ca_file`,
+      "a readable PEM file of CA certificates",
+      `${path} (${err instanceof Error ? err.message : err})`,
+    );
+  }
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) {
+    ctx.fail(`${key}.tls_ca_file`, "a PEM file with at least one CERTIFICATE", path);
+  }
+  return path;
 }
 
 function runAs(ctx: RouteReaderContext, t: Table, key: string): RunAs | null {
@@ -144,6 +171,7 @@ export function readDelivery(ctx: RouteReaderContext, raw: unknown): DeliveryCon
     concurrency: count(ctx, raw, "delivery", "concurrency", 1),
     rate: count(ctx, raw, "delivery", "rate"),
     tls: tls(ctx, raw, "delivery", "may"),
+    tlsCaFile: caFile(ctx, raw, "delivery"),
     authUser: str(ctx, raw, "delivery", "auth_user"),
     authPassword: str(ctx, raw, "delivery", "auth_password"),
     localMailbox: mailbox,
@@ -163,12 +191,14 @@ function destination(ctx: RouteReaderContext, t: Table, key: string): Destinatio
     case "smtp": {
       const text = str(ctx, t, key, "host");
       const hp = ctx.parseHostPort(text) ?? ctx.fail(`${key}.host`, HOSTPORT, t.host);
+      const ca = caFile(ctx, t, key);
       return {
         kind,
         ...hp,
         tls: tls(ctx, t, key, "may"),
         authUser: str(ctx, t, key, "auth_user"),
         authPassword: str(ctx, t, key, "auth_password"),
+        ...(ca ? { tlsCaFile: ca } : {}),
       };
     }
     case "lmtp": {
@@ -181,7 +211,14 @@ function destination(ctx: RouteReaderContext, t: Table, key: string): Destinatio
         ? { host: "", port: 0 }
         : ctx.parseHostPort(text) ?? ctx.fail(`${key}.host`, HOSTPORT, text);
       const tlsMode = tls(ctx, t, key, "none");
-      return { kind, ...hp, socket: socket && resolve(ctx.cwd, socket), tls: tlsMode };
+      const ca = caFile(ctx, t, key);
+      return {
+        kind,
+        ...hp,
+        socket: socket && resolve(ctx.cwd, socket),
+        tls: tlsMode,
+        ...(ca ? { tlsCaFile: ca } : {}),
+      };
     }
     case "program":
     case "pipe":
@@ -254,6 +291,7 @@ export function describeRouting(
     kv("concurrency", d.concurrency),
     kv("rate", d.rate),
     kv("tls", d.tls),
+    kv("tls_ca_file", d.tlsCaFile),
     kv("auth_user", d.authUser),
     kv("auth_password", d.authPassword),
     kv("local_mailbox", d.localMailbox),
@@ -269,6 +307,7 @@ export function describeRouting(
     for (const k of ["socket", "command", "path", "tls", "dsn", "text"]) {
       if (dest[k] !== undefined && dest[k] !== "") lines.push(kv(k, dest[k]));
     }
+    if (dest.tlsCaFile) lines.push(kv("tls_ca_file", dest.tlsCaFile));
     if (dest.authUser) lines.push(kv("auth_user", dest.authUser));
     if (dest.authPassword) lines.push(kv("auth_password", dest.authPassword));
     if (dest.user) lines.push(kv("user", (dest.user as RunAs).name));

@@ -31,8 +31,17 @@ export type Destination =
     tls: TlsMode;
     authUser: string;
     authPassword: string;
+    /** PEM bundle of CAs trusted for tls = "verify"; absent = [delivery] tls_ca_file. */
+    tlsCaFile?: string;
   }
-  | { kind: "lmtp"; host: string; port: number; socket: string; tls: TlsMode }
+  | {
+    kind: "lmtp";
+    host: string;
+    port: number;
+    socket: string;
+    tls: TlsMode;
+    tlsCaFile?: string;
+  }
   | { kind: "program"; command: string[]; user: RunAs | null }
   | { kind: "pipe"; command: string[]; user: RunAs | null }
   | { kind: "mbox"; path: string; user: RunAs | null }
@@ -75,6 +84,8 @@ export interface DeliveryConfig {
   rate: number;
   /** STARTTLS policy for MX delivery and the relayhost. */
   tls: TlsMode;
+  /** PEM bundle of CAs trusted for tls = "verify" (MX, relayhost, routes without their own); "" = none. */
+  tlsCaFile: string;
   /** Relayhost AUTH identity ("" = no AUTH). */
   authUser: string;
   authPassword: string;

@@ -217,12 +217,32 @@ export class SmtpSession {
     if (this.#parser.buffered > 0 || this.#parser.pending > 0 || sock.unread > 0) {
       throw this.#protocol("Server sent data after its STARTTLS reply");
     }
-    const { conn, info } = await sock.startTlsClient({
-      servername: this.#opts.servername ?? "",
-      verify: mode === "verify",
-      timeoutMs: this.#opts.replyTimeoutMs,
-      ca: this.#opts.ca,
-    });
+    let upgraded: Awaited<ReturnType<Conn["startTlsClient"]>>;
+    try {
+      upgraded = await sock.startTlsClient({
+        servername: this.#opts.servername ?? "",
+        verify: mode === "verify",
+        timeoutMs: this.#opts.replyTimeoutMs,
+        ca: this.#opts.ca,
+      });
+    } catch (err) {
+      // RFC 3463 §3.8: X.7.5 "Cryptographic failure" (as Postfix: "Cannot start
+      // TLS: handshake failure", or the certificate that failed verification).
+      // The connection is dead: nothing, certainly no mail, goes out in clear.
+      this.#broken = true;
+      const why = mode === "verify" ? "Server certificate not verified" : "TLS handshake failed";
+      throw this.#local("deferred", "4.7.5", `${why} (${this.relay}): ${errText(err)}`);
+    }
+    const { conn, info } = upgraded;
+    if (mode === "verify" && !info.authorized) {
+      conn.destroy();
+      this.#wire = conn;
+      throw this.#local(
+        "deferred",
+        "4.7.5",
+        `Server certificate not verified (${this.relay}): ${info.authorizationError ?? "unknown"}`,
+      );
+    }
     this.#wire = conn;
     this.#tls = info;
     this.#parser = new ReplyParser();
@@ -251,8 +271,15 @@ export class SmtpSession {
       throw this.#local("deferred", "4.7.0", "Server offers no AUTH mechanism skiff can use");
     }
     if (reply.code !== 235) {
-      // An AUTH failure is the operator's to fix: deferred, not bounced.
-      throw this.#local("deferred", "4.7.0", `Authentication failed: ${replyText(reply)}`, true);
+      // RFC 4954 §6: 535 5.7.8 says these credentials are wrong. They are the
+      // operator's to fix, not the sender's fault: the mail is deferred, never
+      // bounced (Postfix's smtp_sasl_auth_soft_bounce), keeping the server's
+      // detail (5.7.8 → 4.7.8) so the log says what to fix.
+      const dsn = reply.enhanced ? `4${reply.enhanced.slice(1)}` : "4.7.0";
+      const text = `SASL authentication failed; server ${this.relay} said: ${reply.code} ${
+        reply.enhanced ? `${reply.enhanced} ` : ""
+      }${replyText(reply)}`;
+      throw this.#local("deferred", dsn, text, true);
     }
   }
 
