@@ -7,7 +7,7 @@
  * failure, a 4xx greeting or any trouble before a recipient was answered.
  * Never throws for delivery trouble: every recipient gets an outcome.
  */
-import type { TlsMode } from "../route/types.ts";
+import type { Destination } from "../route/types.ts";
 import { resolveMx, type ResolverOptions } from "../dns/mx.ts";
 import {
   endResults,
@@ -21,26 +21,13 @@ import { SessionEnd } from "../smtp/client_session.ts";
 import { ConnectionCache } from "./conn_cache.ts";
 import { DeliveryError } from "./errors.ts";
 
-/** A network destination after routing. */
+/**
+ * A network destination after routing: a route's smtp or lmtp destination as
+ * configured, or MX delivery with the recipient domain filled in.
+ */
 export type NetDestination =
-  | { kind: "mx"; domain: string; tls: TlsMode }
-  | {
-    kind: "smtp";
-    host: string;
-    port: number;
-    tls: TlsMode;
-    authUser: string;
-    authPassword: string;
-    tlsCaFile?: string;
-  }
-  | {
-    kind: "lmtp";
-    host: string;
-    port: number;
-    socket: string;
-    tls: TlsMode;
-    tlsCaFile?: string;
-  };
+  | (Extract<Destination, { kind: "mx" }> & { domain: string })
+  | Extract<Destination, { kind: "smtp" | "lmtp" }>;
 
 /** What network delivery needs from the manager. */
 export interface NetContext {
