@@ -4,7 +4,7 @@
  * returns an exit code; config errors exit 78 (EX_CONFIG).
  */
 import process from "node:process";
-import { EX_CONFIG, EX_SOFTWARE, EX_USAGE } from "./lib/cli/exit_codes.ts";
+import { EX_CONFIG, EX_OSERR, EX_SOFTWARE, EX_USAGE } from "./lib/cli/exit_codes.ts";
 import { flush } from "./lib/cli/flush.ts";
 import { mailq } from "./lib/cli/mailq.ts";
 import { queueCommand } from "./lib/cli/queue.ts";
@@ -15,6 +15,7 @@ import { sendmail } from "./lib/cli/sendmail.ts";
 import { serve } from "./lib/cli/serve.ts";
 import { ConfigError, describeConfig, loadConfig } from "./lib/config/load.ts";
 import type { Config } from "./lib/config/types.ts";
+import { ensureSigusr1Blocked } from "./lib/sys/sigusr1.ts";
 import { VERSION } from "./lib/version.ts";
 import { workerMain } from "./lib/worker/child.ts";
 import { routeCommand } from "./lib/route/route_cli.ts";
@@ -77,6 +78,9 @@ async function withConfig(path: string | undefined, fn: (c: Config) => Promise<n
   return await fn(cfg);
 }
 
+/** Commands that may run long enough for a SIGUSR1 to open an inspector. */
+const GUARDED = new Set(["serve", "worker", "flush", "sendmail", "queue"]);
+
 async function main(argv: string[]): Promise<number> {
   const invokedAs = process.argv0.split("/").pop() ?? "";
   if (invokedAs === "sendmail") argv = ["sendmail", ...argv];
@@ -90,6 +94,15 @@ async function main(argv: string[]): Promise<number> {
     return EX_USAGE;
   }
   const [command = "help", ...args] = parsed.rest;
+  if (GUARDED.has(command)) {
+    // Before Deno's 500 ms grace period ends: see lib/sys/sigusr1.ts.
+    const why = ensureSigusr1Blocked();
+    if (why && command === "serve" && Deno.build.os === "linux") {
+      console.error(`skiff: refusing to serve: ${why} (a SIGUSR1 would open a V8 inspector)`);
+      return EX_OSERR;
+    }
+    if (why) console.error(`skiff: warning: ${why}`);
+  }
   switch (command) {
     case "serve":
       return await withConfig(parsed.path, serve);

@@ -244,6 +244,7 @@ address = "127.0.0.1:${opts.port}"
 protocol = "smtp"
 [limits]
 connections = ${opts.connections}
+connections_per_ip = ${opts.connections}
 [local]
 domains = ["localhost"]
 maildir_root = "${opts.dir}/mail"

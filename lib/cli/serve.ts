@@ -3,8 +3,8 @@
  * the spool, takes the spool lock (one manager per spool), starts the queue
  * manager and every listener, and handles signals: SIGTERM/SIGINT stop
  * gracefully, SIGUSR2 flushes the queue, SIGHUP re-reads the config and
- * the listeners' TLS certificates and SASL credentials, SIGUSR1 is caught
- * and ignored (see scripts/deno on why). The control socket and maildrop
+ * the listeners' TLS certificates and SASL credentials; SIGUSR1 is blocked
+ * before this runs (main.ts, lib/sys/sigusr1.ts). The control socket and maildrop
  * pickup come from lib/control/attach.ts.
  */
 import type { Config } from "../config/types.ts";
@@ -20,8 +20,6 @@ import { tryLockSpool } from "./spool_lock.ts";
 /** Runs the manager until a stop signal; returns the exit code. */
 export async function serve(cfg: Config): Promise<number> {
   await setupLogging(cfg.log);
-  // Registered first thing: on Deno 2.9.1 an unhandled SIGUSR1 kills the process.
-  Deno.addSignalListener("SIGUSR1", () => logWarn("signal ignored", { signal: "SIGUSR1" }));
   // The lock comes first: init() deletes half-received files, which would be
   // live sessions' files if another manager were running on this spool.
   const lock = await tryLockSpool(cfg.spoolDir);
