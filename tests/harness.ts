@@ -4,6 +4,7 @@
  * Maildirs and a free loopback port, and gives tests a raw SMTP client.
  */
 import * as net from "node:net";
+import { runCommand, type RunOptions } from "./run_cmd.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 export const MAIN = `${ROOT}main.ts`;
@@ -48,26 +49,11 @@ export function skiffArgs(args: string[]): string[] {
 }
 
 /** Runs a skiff command to completion. */
-export async function runSkiff(
+export function runSkiff(
   args: string[],
-  opts: { cwd?: string; stdin?: string; env?: Record<string, string> } = {},
+  opts: RunOptions = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: skiffArgs(args),
-    cwd: opts.cwd,
-    env: opts.env,
-    stdin: opts.stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (opts.stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(opts.stdin));
-    await w.close();
-  }
-  const out = await child.output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  return runCommand([Deno.execPath(), ...skiffArgs(args)], opts);
 }
 
 /** Options for a test server. */

@@ -8,6 +8,7 @@
  * once into a world-readable directory. (A compiled binary needs none of it.)
  */
 import { MAIN, ROOT } from "./harness.ts";
+import { runCommand } from "./run_cmd.ts";
 
 const FLAGS = [
   "--allow-read",
@@ -70,29 +71,18 @@ os.execv(${JSON.stringify(Deno.execPath())}, ${JSON.stringify(argv)} + sys.argv[
 }
 
 /** Runs a program (optionally as nobody via setpriv) and collects its output. */
-export async function run(
+export function run(
   cmd: string[],
   opts: { stdin?: string; nobody?: boolean; env?: Record<string, string>; cwd?: string } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const argv = opts.nobody
     ? ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", ...cmd]
     : cmd;
-  const child = new Deno.Command(argv[0], {
-    args: argv.slice(1),
+  return runCommand(argv, {
     cwd: opts.cwd ?? "/tmp",
     env: { HOME: "/tmp", ...opts.env },
-    stdin: opts.stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (opts.stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(opts.stdin));
-    await w.close();
-  }
-  const out = await child.output();
-  const d = new TextDecoder();
-  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
+    stdin: opts.stdin,
+  });
 }
 
 /** TOML for a server with the peercred submission socket and a maildrop inside `dir`. */

@@ -8,6 +8,7 @@
  * added when missing (RFC 5322 §3.6 requires Date and From).
  */
 import { rfc5322Date } from "../smtp/received.ts";
+import { concatBytes } from "../sys/bytes.ts";
 
 /** What the message needs from the shim. */
 export interface PrepareOptions {
@@ -97,7 +98,7 @@ export function prepareMessage(input: Uint8Array, o: PrepareOptions): Prepared {
   for (const h of added) parts.push(encoder.encode(h), CRLF);
   parts.push(CRLF);
   for (const l of body) parts.push(l, CRLF);
-  return { content: concat(parts), extracted };
+  return { content: concatBytes(parts), extracted };
 }
 
 function messageIdLocal(now: number): string {
@@ -178,17 +179,5 @@ export function addressList(value: string): string[] {
     else cur += c;
   }
   end();
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
   return out;
 }

@@ -9,7 +9,7 @@
  */
 import type { Config } from "../config/types.ts";
 import { type ListenerGroup, startListeners } from "../listen/mod.ts";
-import { logError, logEvent, logWarn, setupLogging } from "../log/log.ts";
+import { logError, logEvent, setupLogging } from "../log/log.ts";
 import { QueueManager } from "../queue/manager.ts";
 import { Spool } from "../spool/spool.ts";
 import { attachControl, type Attached } from "../control/attach.ts";

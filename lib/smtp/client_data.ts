@@ -63,17 +63,6 @@ export class DotStuffer {
   }
 }
 
-/** Joins byte arrays of known total length. */
-export function concatBytes(parts: Uint8Array[], length?: number): Uint8Array {
-  const out = new Uint8Array(length ?? parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 /** True when the text has a byte outside US-ASCII (an address that needs SMTPUTF8, RFC 6531). */
 export function needsUtf8(text: string): boolean {
   // deno-lint-ignore no-control-regex

@@ -5,6 +5,7 @@
  * overlong or endless reply becomes a protocol error, never unbounded memory
  * or a crash (the CVE-2020-8794 class of OpenSMTPD client bugs).
  */
+import { concatBytes } from "../sys/bytes.ts";
 
 /** Longest reply line accepted, in bytes including CRLF (RFC 5321 §4.5.3.1.5 asks 512; 4x slack). */
 export const MAX_REPLY_LINE = 2048;
@@ -95,7 +96,7 @@ export class ReplyParser {
   }
 
   #takePartial(): Uint8Array {
-    const line = this.#partial.length === 1 ? this.#partial[0] : concat(this.#partial);
+    const line = this.#partial.length === 1 ? this.#partial[0] : concatBytes(this.#partial);
     this.#partial = [];
     this.#partialLength = 0;
     return line;
@@ -143,18 +144,6 @@ function finish(raw: { code: string; text: string }[]): ClientReply {
   // RFC 2034 §4: the enhanced code prefixes every line of the reply.
   const lines = raw.map((l) => l.text.replace(ENHANCED, ""));
   return { code, enhanced, lines };
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const p of parts) length += p.length;
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** Text with control characters removed and length capped, for messages and logs. */

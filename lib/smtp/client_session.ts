@@ -11,7 +11,8 @@
 import { type ClientReply, printable, ReplyParser, ReplyProtocolError } from "./client_reply.ts";
 import { Conn } from "../net/conn.ts";
 import { type TlsInfo, type Wire, WireTimeout } from "./client_conn.ts";
-import { concatBytes, DotStuffer, needsUtf8, xtext } from "./client_data.ts";
+import { concatBytes } from "../sys/bytes.ts";
+import { DotStuffer, needsUtf8, xtext } from "./client_data.ts";
 import type { Outcome, OutgoingMessage, RecipientResult } from "./client.ts";
 
 /** How a session is opened. */

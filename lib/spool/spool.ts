@@ -20,6 +20,7 @@ import {
   replay,
   TORN_MARK,
 } from "./records.ts";
+import { concatBytes } from "../sys/bytes.ts";
 
 /** Content is handed to the kernel in writes of about this size. */
 const FLUSH_SIZE = 64 * 1024;
@@ -134,7 +135,7 @@ export class Spool {
         parts.push(chunk);
         more = chunk.length === READ_SIZE;
       }
-      journal = concat(parts);
+      journal = concatBytes(parts);
     } finally {
       file.close();
     }
@@ -211,7 +212,7 @@ export class Spool {
       if (end < HEADER_LENGTH) throw new Error(`Spool file ${id} is too short to be a message`);
       await file.seek(-1, Deno.SeekMode.End);
       const last = await readUpTo(file, 1);
-      await writeAll(file, last[0] === NEWLINE[0] ? lines : concat([TORN_REPAIR, lines]));
+      await writeAll(file, last[0] === NEWLINE[0] ? lines : concatBytes([TORN_REPAIR, lines]));
       await file.syncData();
     } finally {
       file.close();
@@ -284,7 +285,7 @@ export class SpoolWriter {
         const parts = this.#take();
         if (!this.#headerWritten) parts.unshift(encoder.encode(PLACEHOLDER));
         this.#headerWritten = true;
-        await writeAll(this.#file, concat(parts));
+        await writeAll(this.#file, concatBytes(parts));
       }
       this.#state = "open";
     } catch (e) {
@@ -321,11 +322,11 @@ export class SpoolWriter {
       if (sep) tail.push(NEWLINE);
       tail.push(record);
       if (this.#headerWritten) {
-        await writeAll(this.#file, concat(tail));
+        await writeAll(this.#file, concatBytes(tail));
         await this.#file.seek(0, Deno.SeekMode.Start);
         await writeAll(this.#file, header);
       } else {
-        await writeAll(this.#file, concat([header, ...tail]));
+        await writeAll(this.#file, concatBytes([header, ...tail]));
       }
       await this.#file.syncData();
       this.#file.close();
@@ -420,17 +421,4 @@ async function readUpTo(file: Deno.FsFile, size: number): Promise<Uint8Array> {
     got += n;
   }
   return buf.subarray(0, got);
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  let size = 0;
-  for (const p of parts) size += p.length;
-  const out = new Uint8Array(size);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }

@@ -14,6 +14,7 @@ import { deliverToPipe } from "../deliver/pipe.ts";
 import { DeliveryError } from "../deliver/errors.ts";
 import { delaySeconds, logEvent, setupLogging } from "../log/log.ts";
 import { type JobResult, type JobTarget, parseJob, type WorkerReport } from "./protocol.ts";
+import { concatBytes } from "../sys/bytes.ts";
 
 /** Largest message content a child accepts on stdin (bounded memory). */
 const MAX_CONTENT = 256 * 1024 * 1024;
@@ -47,13 +48,7 @@ async function readInput(): Promise<{ line: string; content: Uint8Array; size: (
     chunks.push(value);
   }
   reader.releaseLock();
-  const content = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    content.set(c, off);
-    off += c.length;
-  }
-  return { line, content, size: () => total };
+  return { line, content: concatBytes(chunks, total), size: () => total };
 }
 
 /** Drops what a delivery child never needs: network, FFI, system info, and subprocesses unless piping. */

@@ -8,6 +8,7 @@
  */
 import { type DeliveryJob, parseReport, type WorkerReport } from "./protocol.ts";
 import { selfCommand } from "./self_command.ts";
+import { concatBytes } from "../sys/bytes.ts";
 
 /** Reports larger than this are garbage by definition. */
 const MAX_REPORT_BYTES = 64 * 1024;
@@ -87,11 +88,5 @@ async function readBounded(stream: ReadableStream<Uint8Array>, max: number): Pro
     }
     chunks.push(value);
   }
-  const all = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    all.set(c, off);
-    off += c.length;
-  }
-  return new TextDecoder().decode(all);
+  return new TextDecoder().decode(concatBytes(chunks, total));
 }
