@@ -20,10 +20,30 @@ export interface Running {
   stop(): Promise<void>;
 }
 
-/** dnsmasq on 127.0.0.1:port with the given extra arguments (--mx-host=..., --host-record=...). */
+/** A name every test dnsmasq serves, so readiness is proven by an answer only ours can give. */
+const READY_NAME = "dnsmasq-ready.skiff.test";
+
+/**
+ * dnsmasq on 127.0.0.1:port with the given extra arguments (--mx-host=...,
+ * --host-record=...). dnsmasq binds TCP as well as UDP on its port, and the
+ * port can be taken between choosing it and dnsmasq's bind (an ephemeral
+ * client port of any process): then dnsmasq exits at once ("Address already
+ * in use") while whatever holds the port may still answer. So it is ready
+ * only when it answers READY_NAME, and a dnsmasq that exited is started
+ * again on another port.
+ */
 export async function startDnsmasq(records: string[]): Promise<Running> {
+  const why: string[] = [];
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const started = await tryDnsmasq(records);
+    if ("port" in started) return started;
+    why.push(started.error);
+  }
+  throw new Error(`dnsmasq did not start: ${why.join("; ")}`);
+}
+
+async function tryDnsmasq(records: string[]): Promise<Running | { error: string }> {
   const port = await freeUdpPort();
-  const dir = await Deno.makeTempDir({ prefix: "skiff-dns-" });
   const child = new Deno.Command("/usr/sbin/dnsmasq", {
     args: [
       "--keep-in-foreground",
@@ -33,31 +53,35 @@ export async function startDnsmasq(records: string[]): Promise<Running> {
       "--no-resolv",
       "--no-hosts",
       "--no-daemon",
+      `--host-record=${READY_NAME},127.0.0.1`,
       ...(Deno.uid() === 0 ? ["-u", "nobody"] : []),
       ...records,
     ],
     stdin: "null",
     stdout: "null",
-    stderr: "null",
+    stderr: "piped",
   }).spawn();
+  const output = child.output();
+  let exited = false;
+  output.then(() => exited = true, () => exited = true);
+  const stderr = async () =>
+    new TextDecoder().decode((await output).stderr).trim().split("\n").at(-1) ?? "";
   let ready = false;
-  for (let i = 0; i < 100 && !ready; i++) {
+  for (let i = 0; i < 100 && !ready && !exited; i++) {
     try {
-      await Deno.resolveDns("ready.invalid", "A", {
+      const a = await Deno.resolveDns(READY_NAME, "A", {
         nameServer: { ipAddr: "127.0.0.1", port },
         signal: AbortSignal.timeout(500),
       });
-      ready = true;
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) ready = true;
-      else await sleep(50);
-    }
+      ready = a.includes("127.0.0.1");
+    } catch { /* not up yet */ }
+    if (!ready && !exited) await sleep(50);
   }
   if (!ready) {
-    child.kill("SIGKILL");
-    await child.status;
-    throw new Error(`dnsmasq did not answer on 127.0.0.1:${port}`);
+    if (!exited) child.kill("SIGKILL");
+    return { error: `port ${port}: ${exited ? await stderr() : "no answer"}` };
   }
+  const dir = await Deno.makeTempDir({ prefix: "skiff-dns-" });
   return {
     port,
     dir,
@@ -65,7 +89,7 @@ export async function startDnsmasq(records: string[]): Promise<Running> {
       try {
         child.kill("SIGTERM");
       } catch { /* gone */ }
-      await child.status;
+      await output;
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
@@ -79,7 +103,7 @@ async function freeUdpPort(): Promise<number> {
   return port;
 }
 
-/** The scripted SMTP server on host:port (port chosen when omitted). */
+/** The scripted SMTP server on host:port (port chosen when omitted); host may be "::1". */
 export async function startScripted(host = "127.0.0.1", port?: number): Promise<
   Running & {
     counts(): Promise<{ connections: number; messages: number }>;

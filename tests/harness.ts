@@ -33,7 +33,7 @@ export function freePort(): Promise<number> {
 /**
  * Points a config's DNS at a closed loopback port unless it names a name
  * server: no test may query the machine's own resolver, which is not on
- * loopback. An MX lookup then fails fast and temporarily (4.4.3).
+ * loopback. An MX lookup then fails temporarily (4.4.3) once dns_timeout runs out.
  */
 export function guardDns(toml: string): string {
   if (/^nameserver\s*=/m.test(toml)) return toml;

@@ -43,13 +43,29 @@ export const MAX_ADDRESSES = 10;
 
 type RecordKind = "MX" | "A" | "AAAA";
 
+/**
+ * One query, bounded by opts.timeoutMs. Deno.resolveDns gives up on its own
+ * after two tries of about a second each (TimedOut), however long the signal
+ * allows: one slow answer would then defer the delivery well before the
+ * configured dns_timeout. So a TimedOut is asked again while that time
+ * lasts; the signal's own abort ends it.
+ */
 async function query(name: string, kind: RecordKind, opts: ResolverOptions) {
-  const options: Deno.ResolveDnsOptions = { signal: AbortSignal.timeout(opts.timeoutMs) };
+  const signal = AbortSignal.timeout(opts.timeoutMs);
+  const options: Deno.ResolveDnsOptions = { signal };
   if (opts.nameserver) {
     options.nameServer = { ipAddr: opts.nameserver.host, port: opts.nameserver.port };
   }
-  // deno-lint-ignore no-explicit-any
-  return await Deno.resolveDns(name, kind as any, options) as unknown;
+  // Bounded as well, in case a TimedOut ever comes back at once.
+  const tries = Math.max(1, Math.ceil(opts.timeoutMs / 1000));
+  for (let i = 1;; i++) {
+    try {
+      // deno-lint-ignore no-explicit-any
+      return await Deno.resolveDns(name, kind as any, options) as unknown;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.TimedOut) || signal.aborted || i >= tries) throw err;
+    }
+  }
 }
 
 /** NotFound → null; other errors → a temporary DeliveryError. */
