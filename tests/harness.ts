@@ -18,16 +18,26 @@ const FLAGS = [
   "--allow-ffi",
 ];
 
-/** A free TCP port on 127.0.0.1 (bound then released). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen({ host: "127.0.0.1", port: 0 }, () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
+/** Ports this test process has handed out: the kernel may offer a released one again. */
+const handedOut = new Set<number>();
+
+/** A free TCP port on 127.0.0.1 (bound then released), never one handed out before. */
+export async function freePort(): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = net.createServer();
+      srv.once("error", reject);
+      srv.listen({ host: "127.0.0.1", port: 0 }, () => {
+        const p = (srv.address() as net.AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error("No fresh free port after 100 tries");
 }
 
 /**

@@ -4,20 +4,12 @@
  * messages, sent concurrently, must all be delivered and all be in the dump.
  */
 import assert from "node:assert/strict";
-import * as net from "node:net";
 import { relayMessage } from "../lib/deliver/relay.ts";
 import type { OutgoingMessage } from "../lib/smtp/client.ts";
+import { freePort } from "./harness.ts";
 import { PEERS, peerTest } from "./peers.ts";
 
 const COUNT = 20;
-
-async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
-  const port = (probe.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
 
 /** Resolves once something accepts connections on the port. */
 async function waitListening(port: number, ms: number): Promise<void> {
