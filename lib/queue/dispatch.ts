@@ -10,6 +10,7 @@
 import type { Config } from "../config/types.ts";
 import { delaySeconds, logEvent, logWarn } from "../log/log.ts";
 import type { AliasTable } from "../route/aliases.ts";
+import { fixedRoute } from "../route/fixed.ts";
 import { encodeSpecial, PROTOCOL_ALIAS, route, type Routed } from "../route/router.ts";
 import type { Destination } from "../route/types.ts";
 import type { OutgoingMessage, RecipientResult, SendResult } from "../smtp/client.ts";
@@ -76,9 +77,12 @@ export async function dispatch(
         readFile: readSmall,
         root: Deno.uid() === 0,
       };
+      // A listener with a fixed destination overrides the routing table.
+      const fixed = state.envelope.params?.destination;
       const routed: Due[] = due.map((r) => ({
         r,
-        routed: route(deps.cfg, ctx, r.address, state.envelope.protocol),
+        routed: fixedRoute(deps.cfg, fixed, r.address) ??
+          route(deps.cfg, ctx, r.address, state.envelope.protocol),
       }));
       for (const group of groupDue(routed)) records.push(runGroup(deps, state, group, appender));
       await Promise.all(records);
