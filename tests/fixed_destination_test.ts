@@ -71,3 +71,33 @@ destination = "discard:"
     }
   },
 );
+
+Deno.test("fixed destination specs parse into destinations", async () => {
+  const { fixedDestination } = await import("../lib/route/fixed.ts");
+  const { parseConfig } = await import("../lib/config/load.ts");
+  const cfg = parseConfig("", "t.toml", { cwd: "/tmp" });
+  assert.equal(fixedDestination(cfg, "router"), null);
+  assert.deepEqual(fixedDestination(cfg, "lmtp:unix:/run/dovecot/lmtp"), {
+    kind: "lmtp",
+    host: "",
+    port: 0,
+    socket: "/run/dovecot/lmtp",
+    tls: "none",
+  });
+  assert.equal(fixedDestination(cfg, "lmtp:/run/x")?.kind, "lmtp");
+  assert.deepEqual(fixedDestination(cfg, "lmtp:127.0.0.1:24"), {
+    kind: "lmtp",
+    host: "127.0.0.1",
+    port: 24,
+    socket: "",
+    tls: "none",
+  });
+  assert.equal(fixedDestination(cfg, "smtp:[::1]:25")?.kind, "smtp");
+  assert.deepEqual(fixedDestination(cfg, "maildir:"), {
+    kind: "maildir",
+    path: cfg.local.maildirRoot,
+    user: null,
+  });
+  assert.deepEqual(fixedDestination(cfg, "discard:"), { kind: "discard" });
+  assert.equal(fixedDestination(cfg, "smtp:no-port"), null);
+});

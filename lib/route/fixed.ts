@@ -31,11 +31,11 @@ export function fixedDestination(cfg: Config, spec: string): Destination | null 
       return hp
         ? { kind: "smtp", ...hp, tls: cfg.delivery.tls, authUser: "", authPassword: "" }
         : null;
-    case "lmtp":
-      if (next.startsWith("/")) {
-        return { kind: "lmtp", host: "", port: 0, socket: next, tls: "none" };
-      }
+    case "lmtp": {
+      const socket = next.startsWith("unix:") ? next.slice("unix:".length) : next;
+      if (socket.startsWith("/")) return { kind: "lmtp", host: "", port: 0, socket, tls: "none" };
       return hp ? { kind: "lmtp", ...hp, socket: "", tls: "none" } : null;
+    }
     case "maildir":
       return { kind: "maildir", path: next || cfg.local.maildirRoot, user: null };
     case "discard":
