@@ -78,21 +78,24 @@ async function withConfig(path: string | undefined, fn: (c: Config) => Promise<n
   return await fn(cfg);
 }
 
+/** Names a link to the binary may have; each acts as that command. */
+const LINK_NAMES = new Set(["sendmail", "mailq", "newaliases"]);
+
 /** Commands that may run long enough for a SIGUSR1 to open an inspector. */
 const GUARDED = new Set(["serve", "worker", "flush", "sendmail", "queue"]);
 
 async function main(argv: string[]): Promise<number> {
-  const invokedAs = process.argv0.split("/").pop() ?? "";
-  if (invokedAs === "sendmail") argv = ["sendmail", ...argv];
-  else if (invokedAs === "mailq") argv = ["mailq", ...argv];
-  else if (invokedAs === "newaliases") argv = ["newaliases", ...argv];
   let parsed;
   try {
+    // --config is read before the name the program was started by is put in
+    // front: `mailq --config FILE` must list FILE's spool.
     parsed = takeConfigPath(argv);
   } catch (err) {
     console.error(`skiff: ${(err as Error).message}`);
     return EX_USAGE;
   }
+  const invokedAs = process.argv0.split("/").pop() ?? "";
+  if (LINK_NAMES.has(invokedAs)) parsed.rest = [invokedAs, ...parsed.rest];
   const [command = "help", ...args] = parsed.rest;
   if (GUARDED.has(command)) {
     // Before Deno's 500 ms grace period ends: see lib/sys/sigusr1.ts.

@@ -96,3 +96,18 @@ Deno.test({
     }
   },
 });
+
+Deno.test("queue show names a bad id; a second serve names the pid holding the spool lock", async () => {
+  const server = await SkiffServer.start();
+  try {
+    const show = await runSkiff(["--config", server.configPath, "queue", "show", "NOTANID"]);
+    assert.equal(show.code, 64, show.stderr);
+    assert.match(show.stderr, /"NOTANID" is not a queue id/);
+    const second = await runSkiff(["--config", server.configPath, "serve"]);
+    assert.equal(second.code, 75, second.stderr);
+    assert.match(second.stderr, new RegExp(`another manager \\(pid ${server.pid}\\) holds`));
+  } finally {
+    await server.stop();
+    await server.cleanup();
+  }
+});

@@ -297,3 +297,37 @@ peerTest(
     }
   },
 );
+
+peerTest(
+  "mailq --config FILE lists that spool (not the default) and counts maildrop files waiting",
+  [PEERS.python3],
+  async () => {
+    const dir = await openDir();
+    try {
+      const cfg = await offlineConfig(dir);
+      // The wrappers carry $SKIFF_CONFIG; --config on the command line must win over it.
+      const bin = await makeShims(dir, `${dir}/not-this.toml`);
+      const drop = await run([`${bin}/sendmail`, "--config", cfg, "-i", "bob@localhost"], {
+        stdin: "Subject: waiting\n\nx\n",
+      });
+      assert.equal(drop.code, 0, drop.stderr);
+      const q = await run([`${bin}/mailq`, "--config", cfg], { cwd: dir });
+      assert.equal(q.code, 0, q.stderr);
+      assert.match(q.stdout, /Mail queue is empty/);
+      assert.match(q.stdout, /1 message\(s\) waiting in the maildrop/);
+      // Nothing was created under the wrapper's working directory's default ./var.
+      assert.equal(await exists(`${dir}/var`), false);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

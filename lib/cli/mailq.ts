@@ -7,6 +7,7 @@
  */
 import type { Config } from "../config/types.ts";
 import { ControlError } from "../control/client.ts";
+import { countMaildrop } from "../control/status.ts";
 import { EX_NOPERM, EX_OK } from "./exit_codes.ts";
 import { fetchQueue, formatMailq } from "./queue.ts";
 
@@ -14,6 +15,15 @@ import { fetchQueue, formatMailq } from "./queue.ts";
 export async function mailq(cfg: Config): Promise<number> {
   try {
     console.log(formatMailq((await fetchQueue(cfg)) ?? []));
+    // Postfix lists maildrop files too: mail waiting there is not yet in the
+    // queue, but an operator asking "where is my mail" must see it.
+    const waiting = await countMaildrop(cfg);
+    if (waiting) {
+      console.log(
+        `-- ${waiting} message(s) waiting in the maildrop ${cfg.sendmail.maildropDir} ` +
+          "(picked up by the running manager or the next skiff flush)",
+      );
+    }
     return EX_OK;
   } catch (err) {
     if (!(err instanceof ControlError) && !(err instanceof Deno.errors.PermissionDenied)) throw err;

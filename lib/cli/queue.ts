@@ -122,8 +122,15 @@ async function list(cfg: Config, args: string[]): Promise<number> {
 async function show(cfg: Config, args: string[]): Promise<number> {
   const json = args.includes("--json");
   const ids = args.filter((a) => a !== "--json");
-  if (ids.length !== 1 || !isQueueId(ids[0])) {
-    console.error(`skiff queue show: name one queue id\n${USAGE}`);
+  if (ids.length !== 1) {
+    console.error(`skiff queue show: name one queue id (got ${ids.length})\n${USAGE}`);
+    return EX_USAGE;
+  }
+  if (!isQueueId(ids[0])) {
+    console.error(
+      `skiff queue show: ${JSON.stringify(ids[0])} is not a queue id ` +
+        "(ids look like the first column of mailq)",
+    );
     return EX_USAGE;
   }
   const r = await viaManager(

@@ -15,7 +15,7 @@ import { Spool } from "../spool/spool.ts";
 import { attachControl, type Attached } from "../control/attach.ts";
 import { VERSION } from "../version.ts";
 import { EX_TEMPFAIL, EX_UNAVAILABLE } from "./exit_codes.ts";
-import { tryLockSpool } from "./spool_lock.ts";
+import { lockHolderPid, tryLockSpool } from "./spool_lock.ts";
 
 /** Runs the manager until a stop signal; returns the exit code. */
 export async function serve(cfg: Config): Promise<number> {
@@ -24,7 +24,14 @@ export async function serve(cfg: Config): Promise<number> {
   // live sessions' files if another manager were running on this spool.
   const lock = await tryLockSpool(cfg.spoolDir);
   if (lock === null) {
-    logError("another manager holds the spool lock", { spool: cfg.spoolDir });
+    const pid = await lockHolderPid(cfg.spoolDir);
+    logError("another manager holds the spool lock", {
+      spool: cfg.spoolDir,
+      pid: pid ?? "unknown",
+    });
+    console.error(
+      `skiff: another manager (pid ${pid ?? "unknown"}) holds the spool lock ${cfg.spoolDir}/lock`,
+    );
     return EX_TEMPFAIL;
   }
   const spool = new Spool(cfg.spoolDir);

@@ -25,7 +25,7 @@ export async function spoolStatus(
   const first = entries[0];
   return {
     queue,
-    maildrop: await countFiles(cfg.sendmail.maildropDir),
+    maildrop: await countMaildrop(cfg),
     oldest: first
       ? {
         queue_id: first.queue_id,
@@ -36,10 +36,11 @@ export async function spoolStatus(
   };
 }
 
-async function countFiles(dir: string): Promise<number | null> {
+/** Files waiting in the maildrop; null when this user cannot read it. */
+export async function countMaildrop(cfg: Config): Promise<number | null> {
   let n = 0;
   try {
-    for await (const e of Deno.readDir(dir)) if (e.isFile) n++;
+    for await (const e of Deno.readDir(cfg.sendmail.maildropDir)) if (e.isFile) n++;
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return 0;
     return null;
