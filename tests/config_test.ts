@@ -10,11 +10,11 @@ import fc from "fast-check";
 import {
   ConfigError,
   describeConfig,
-  EX_CONFIG,
   loadConfig,
   parseConfig,
   parseHostPort,
 } from "../lib/config/load.ts";
+import { EX_CONFIG } from "../lib/cli/exit_codes.ts";
 import { DEFAULT_CONFIG_TOML } from "../lib/config/default.ts";
 import { formatCidr, inNetworks, parseCidr } from "../lib/config/cidr.ts";
 import type { Config } from "../lib/config/types.ts";

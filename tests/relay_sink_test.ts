@@ -1,11 +1,10 @@
 /**
- * relayMessage against a real peer: Postfix's smtp-sink, which counts what
+ * The SMTP client (sendMessage) against a real peer: Postfix's smtp-sink, which counts what
  * it receives and dumps each transaction (dot-unstuffed) to a file. Twenty
  * messages, sent concurrently, must all be delivered and all be in the dump.
  */
 import assert from "node:assert/strict";
-import { relayMessage } from "../lib/deliver/relay.ts";
-import type { OutgoingMessage } from "../lib/smtp/client.ts";
+import { type OutgoingMessage, sendMessage } from "../lib/smtp/client.ts";
 import { freePort } from "./harness.ts";
 import { PEERS, peerTest } from "./peers.ts";
 
@@ -40,7 +39,7 @@ function message(n: number): OutgoingMessage {
   };
 }
 
-peerTest("relayMessage delivers 20 messages to smtp-sink", [PEERS.smtpSink], async () => {
+peerTest("sendMessage delivers 20 messages to smtp-sink", [PEERS.smtpSink], async () => {
   const dir = await Deno.makeTempDir({ prefix: "skiff-sink-" });
   // smtp-sink drops root privileges to nobody, who must be able to write the dump.
   await Deno.chmod(dir, 0o777);
@@ -58,13 +57,14 @@ peerTest("relayMessage delivers 20 messages to smtp-sink", [PEERS.smtpSink], asy
   try {
     await waitListening(port, 5000);
     const opts = {
-      relayhost: { host: "127.0.0.1", port },
+      host: "127.0.0.1",
+      port,
       helo: "skiff.test",
-      connectTimeout: 5,
-      replyTimeout: 10,
+      connectTimeoutMs: 5000,
+      replyTimeoutMs: 10_000,
     };
     const results = await Promise.all(
-      Array.from({ length: COUNT }, (_, n) => relayMessage(opts, message(n))),
+      Array.from({ length: COUNT }, (_, n) => sendMessage(opts, message(n))),
     );
     for (const [n, res] of results.entries()) {
       assert.equal(res.relay, `127.0.0.1[127.0.0.1]:${port}`);

@@ -16,9 +16,6 @@ import { describeListener, readListenerLimits, readListeners } from "./listeners
 import type { Config, HostPort, LimitsConfig, LogConfig } from "./types.ts";
 import { describeRouting, readDelivery, readRoutes } from "../route/config.ts";
 
-/** sysexits.h EX_CONFIG: the exit status for a configuration error. */
-export const EX_CONFIG = 78;
-
 /** Where the configuration came from when no file was given. */
 export const EMBEDDED_SOURCE = "(embedded default)";
 

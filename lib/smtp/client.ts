@@ -165,8 +165,6 @@ export async function sendMessage(target: SmtpTarget, msg: OutgoingMessage): Pro
   // deno-lint-ignore no-control-regex
   const bad = /[\x00-\x1f\x7f<>]/;
   if (msg.recipients.every((a) => a === "" || bad.test(a)) || bad.test(msg.from)) {
-    const session = null;
-    void session;
     const early = msg.recipients.map((address) => ({
       address,
       outcome: "failed" as const,
