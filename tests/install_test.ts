@@ -170,7 +170,7 @@ peerTest(
       assert.equal(sent.code, 0, sent.stderr + log.join(""));
       const files = await waitFor(
         async () => {
-          const f = await listDir("/home/skinstb/Maildir/new");
+          const f = listDir("/home/skinstb/Maildir/new");
           return f.length > 0 ? f : null;
         },
         30_000,
@@ -200,7 +200,7 @@ peerTest(
   },
 );
 
-async function listDir(dir: string): Promise<string[]> {
+function listDir(dir: string): string[] {
   try {
     return [...Deno.readDirSync(dir)].map((e) => e.name);
   } catch {
