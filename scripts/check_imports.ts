@@ -16,12 +16,13 @@ export const LAYERS: readonly (readonly string[])[] = [
   ["config"],
   ["log", "spool", "dns", "auth"],
   ["net"],
+  ["milter", "mailauth"],
   ["route"],
   ["smtp"],
   ["deliver", "listen", "maildrop"],
   ["worker", "privsep"],
   ["queue"],
-  ["control", "http", "mailauth"],
+  ["control", "http"],
   ["cli"],
 ];
 
