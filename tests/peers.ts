@@ -72,4 +72,5 @@ export const PEERS = {
   msmtp: { bin: "/usr/bin/msmtp", pkg: "msmtp" },
   mailx: { bin: "/usr/bin/bsd-mailx", pkg: "bsd-mailx" },
   setpriv: { bin: "/usr/bin/setpriv", pkg: "util-linux" },
+  rspamd: { bin: "/usr/bin/rspamd", pkg: "rspamd" },
 } as const satisfies Record<string, Peer>;
