@@ -103,8 +103,8 @@ export class MilterSession {
     }
     const s = new MilterSession(name, conn, t);
     try {
-      const allowed = Actions.addHeaders | Actions.changeHeaders | Actions.changeBody |
-        Actions.quarantine;
+      // Not SMFIF_QUARANTINE: skiff has no quarantine a milter could put mail into yet.
+      const allowed = Actions.addHeaders | Actions.changeHeaders | Actions.changeBody;
       const r = await s.#ask(optneg(allowed, SUPPORTED_PROTO), t.command);
       if (r.kind !== "optneg" || r.version < 2) {
         throw new MilterUnavailable(`Milter ${name} did not negotiate (${r.kind})`);

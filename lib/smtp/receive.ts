@@ -13,6 +13,8 @@ import type { Spool, SpoolWriter } from "../spool/spool.ts";
 import type { SessionState } from "./commands.ts";
 import { receivedHeader } from "./received.ts";
 import { type Reply, reply } from "./reply.ts";
+import type { SessionFilter } from "./filter.ts";
+import { concatBytes } from "../sys/bytes.ts";
 
 const encoder = new TextEncoder();
 const CR = 0x0d;
@@ -41,6 +43,8 @@ export interface ReceiptOptions {
   now: number;
   /** BDAT content is raw: a bare CR or LF in it is refused at the end (SMTP smuggling). */
   checkLineEnds: boolean;
+  /** The listener's milters: the message is held until they have seen it. */
+  filter?: SessionFilter | null;
 }
 
 /** A message on its way into the spool. */
@@ -53,11 +57,20 @@ export class Receipt {
   #badLineEnd: "bare-cr" | "bare-lf" | null = null;
   #lastCR = false;
   #done = false;
+  #discarded = false;
+  /** The message held in memory (Received header first) while a filter must see it. */
+  #held: Uint8Array[] | null;
 
-  private constructor(o: ReceiptOptions, writer: SpoolWriter, headerLength: number) {
+  private constructor(o: ReceiptOptions, writer: SpoolWriter, received: Uint8Array) {
     this.#o = o;
     this.#writer = writer;
-    this.#headerLength = headerLength;
+    this.#headerLength = received.length;
+    this.#held = o.filter ? [received] : null;
+  }
+
+  /** A filter asked for the message to be dropped after its 250. */
+  get discarded(): boolean {
+    return this.#discarded;
   }
 
   /** Opens the spool file and writes the Received header. */
@@ -77,12 +90,12 @@ export class Receipt {
     });
     const bytes = encoder.encode(header);
     try {
-      await writer.write(bytes);
+      if (!o.filter) await writer.write(bytes);
     } catch (e) {
       await writer.abort().catch(() => {});
       throw e;
     }
-    return new Receipt(o, writer, bytes.length);
+    return new Receipt(o, writer, bytes);
   }
 
   /** The queue id. */
@@ -95,7 +108,9 @@ export class Receipt {
     if (this.#o.checkLineEnds && !this.#badLineEnd) this.#scan(bytes);
     this.#size += bytes.length;
     if (this.#size > this.#o.maxSize) this.#tooBig = true;
-    if (!this.#tooBig && !this.#badLineEnd) await this.#writer.write(bytes);
+    if (this.#tooBig || this.#badLineEnd) return;
+    if (this.#held) this.#held.push(bytes.slice());
+    else await this.#writer.write(bytes);
   }
 
   /** RFC 5321 §2.3.8: CR and LF only as CRLF, across chunk boundaries too. */
@@ -132,6 +147,15 @@ export class Receipt {
       logWarn("reject", { id: this.id, client: o.client, reason: "size", size: this.#size });
       return each(reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size"));
     }
+    if (this.#held) {
+      const refused = await this.#filterContent();
+      if (refused) return each(refused);
+      if (this.#discarded) {
+        await this.#writer.abort().catch(() => {});
+        logEvent("discarded", { id: this.id, client: o.client, by: "milter" });
+        return each(reply(250, "2.0.0", `Ok: queued as ${this.id}`));
+      }
+    }
     const envelope: Envelope = {
       id: this.id,
       from: st.from ?? "",
@@ -163,6 +187,29 @@ export class Receipt {
     });
     if (!st.lmtp) return [reply(250, "2.0.0", `Ok: queued as ${this.id}`)];
     return st.recipients.map((r) => reply(250, "2.1.5", `<${r.address}> Ok: queued as ${this.id}`));
+  }
+
+  /**
+   * Shows the held message to the listener's milters, then writes what they
+   * left (changed or not) to the spool. Returns their refusal, if any.
+   */
+  async #filterContent(): Promise<Reply | null> {
+    const held = concatBytes(this.#held!);
+    this.#held = null;
+    const out = await this.#o.filter!.content(held, this.id);
+    if (out.refuse) {
+      await this.#writer.abort().catch(() => {});
+      logWarn("reject", { id: this.id, client: this.#o.client, reason: "milter" });
+      return reply(out.refuse.code, out.refuse.enhanced, out.refuse.text);
+    }
+    if (out.discard) {
+      this.#discarded = true;
+      return null;
+    }
+    const content = out.content ?? held;
+    this.#size = content.length - this.#headerLength;
+    await this.#writer.write(content);
+    return null;
   }
 
   /** Drops the partial message (connection lost, RSET during BDAT). */

@@ -28,6 +28,7 @@ import { type DataEvent, type LineEvent, SmtpInput } from "./input.ts";
 import type { Identity } from "./policy.ts";
 import { Receipt } from "./receive.ts";
 import { formatReply, type Reply, reply } from "./reply.ts";
+import { type FilterClient, paramWords, type SessionFilter } from "./filter.ts";
 
 /** What a session needs from the process around it. */
 export interface SessionContext {
@@ -43,6 +44,8 @@ export interface SessionContext {
   secureContext?: () => tls.SecureContext;
   /** SASL checking and throttling; absent when the listener has no SASL. */
   sasl?: SaslContext;
+  /** Opens the listener's content filter (its milters) for a client; absent without one. */
+  openFilter?: (client: FilterClient) => Promise<SessionFilter>;
 }
 
 const HTTP_VERBS = /^(GET|POST|HEAD|PUT|CONNECT|OPTIONS|DELETE|PATCH|TRACE) /i;
@@ -94,6 +97,7 @@ class ServerSession {
   #unauthenticated = 0;
   #deadline: number;
   #receipt: Receipt | null = null;
+  #filter: SessionFilter | null = null;
 
   constructor(conn: Conn, ctx: SessionContext) {
     this.#conn = conn;
@@ -134,6 +138,7 @@ class ServerSession {
 
   async cleanup(): Promise<void> {
     await this.#receipt?.abort();
+    await this.#filter?.close();
     this.#conn.close();
   }
 
@@ -145,11 +150,20 @@ class ServerSession {
       ...(id ? { user: id.name } : {}),
       ...(this.#state.tls ? { tls: this.#state.tls.version } : {}),
     });
+    if (this.#ctx.openFilter) {
+      this.#filter = await this.#ctx.openFilter({
+        host: this.#conn.remoteAddress || "localhost",
+        address: this.#conn.remoteAddress || "unix:",
+        port: this.#conn.remotePort || 0,
+        ourName: this.#cfg.hostname,
+      });
+    }
     await this.#greet();
     while (true) {
       const ev = await this.#nextLine();
       if (ev === null) return; // client went away
-      const r = ev.kind === "line" ? this.#command(ev.line) : this.#lineError(ev.error);
+      let r = ev.kind === "line" ? this.#command(ev.line) : this.#lineError(ev.error);
+      if (this.#filter && ev.kind === "line") r = await this.#filtered(ev.line, r);
       const action = this.#state.action;
       this.#state.action = null;
       if (action?.kind === "bdat") await this.#bdat(action);
@@ -296,6 +310,36 @@ class ServerSession {
     return r;
   }
 
+  /**
+   * The filter's word on a command the table accepted: HELO, MAIL and RCPT
+   * go to it; its refusal replaces the 250 and undoes what the command did
+   * (RFC 5321 state stays as if the command had been refused).
+   */
+  async #filtered(line: string, r: Reply): Promise<Reply> {
+    const f = this.#filter!;
+    const parsed = parseCommand(line);
+    if (!("verb" in parsed)) return r;
+    const st = this.#state;
+    if (parsed.verb === "RSET" || parsed.verb === "HELO" || parsed.verb === "EHLO") {
+      await f.reset();
+    }
+    if (r.code !== 250) return r;
+    let refusal = null;
+    if (parsed.verb === "HELO" || parsed.verb === "EHLO" || parsed.verb === "LHLO") {
+      refusal = await f.helo(st.helo ?? "");
+    } else if (parsed.verb === "MAIL") {
+      refusal = await f.mail(st.from ?? "", paramWords(parsed.arg), {
+        ...(st.identity ? { authUser: st.identity.name } : {}),
+      });
+      if (refusal) resetTransaction(st);
+    } else if (parsed.verb === "RCPT") {
+      const last = st.recipients[st.recipients.length - 1];
+      refusal = await f.rcpt(last.address, paramWords(parsed.arg));
+      if (refusal) st.recipients.pop();
+    }
+    return refusal ? reply(refusal.code, refusal.enhanced, refusal.text) : r;
+  }
+
   #receiptOptions(checkLineEnds: boolean) {
     return {
       cfg: this.#cfg,
@@ -306,6 +350,7 @@ class ServerSession {
       client: this.client,
       now: this.#now,
       checkLineEnds,
+      filter: this.#filter,
     };
   }
 
@@ -313,8 +358,9 @@ class ServerSession {
   async #finish(receipt: Receipt): Promise<void> {
     this.#receipt = null;
     const replies = await receipt.finish();
-    if (replies[0].code === 250) this.#ctx.onQueued(receipt.id);
+    if (replies[0].code === 250 && !receipt.discarded) this.#ctx.onQueued(receipt.id);
     resetTransaction(this.#state);
+    await this.#filter?.reset();
     for (const r of replies) await this.#send(r);
   }
 
