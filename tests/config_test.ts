@@ -75,6 +75,7 @@ Deno.test("embedded default parses into the documented values", () => {
       unknownCommands: 5,
       unauthenticatedCommands: 20,
       greetPause: 0,
+      outputBuffer: 262144,
     },
     queue: {
       retryMin: 300,

@@ -51,6 +51,7 @@ session_timeout = 1800
 unknown_commands = 5
 unauthenticated_commands = 20
 greet_pause = 0
+output_buffer = 262144
 
 [queue]
 retry_min = 300

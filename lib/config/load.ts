@@ -107,6 +107,7 @@ const KEYS: Record<string, readonly string[]> = {
     "unknown_commands",
     "unauthenticated_commands",
     "greet_pause",
+    "output_buffer",
   ],
   queue: [
     "retry_min",
@@ -531,6 +532,7 @@ export function describeConfig(c: Config): string {
     ["unknown_commands", L.unknownCommands],
     ["unauthenticated_commands", L.unauthenticatedCommands],
     ["greet_pause", L.greetPause],
+    ["output_buffer", L.outputBuffer],
   ]);
   section("auth", [
     ["credentials", c.auth.credentials],

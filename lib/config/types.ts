@@ -87,6 +87,8 @@ export interface LimitsConfig {
   unauthenticatedCommands: number;
   /** Seconds to wait before the greeting; a client that talks first is refused with 554 (0: no wait, still checked). */
   greetPause: number;
+  /** Bytes of replies that may wait for a client that does not read; past it, or past command_timeout, the client is dropped. */
+  outputBuffer: number;
 }
 
 /** Queue manager tuning. */

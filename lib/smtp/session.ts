@@ -6,13 +6,14 @@
  * durable. All session limits live here (STYLE item 5): greeting pause and
  * early talkers, per-command and data timeouts, the whole-session deadline,
  * the error count that ends with 421, unknown and unauthenticated command
- * caps, HTTP verbs.
+ * caps, HTTP verbs, and the write deadline and output bound that drop a
+ * client that never reads.
  */
 import type * as tls from "node:tls";
 import { loginOf } from "../auth/peercred.ts";
 import type { Config, LimitsConfig, ListenerConfig } from "../config/types.ts";
 import { logEvent, logWarn } from "../log/log.ts";
-import { type Conn, TimeoutError } from "../net/conn.ts";
+import { type Conn, OutputBoundError, TimeoutError } from "../net/conn.ts";
 import type { Spool } from "../spool/spool.ts";
 import { runAuth, type SaslContext } from "./auth_exchange.ts";
 import { parseCommand } from "./command.ts";
@@ -191,6 +192,8 @@ class ServerSession {
   async #send(r: Reply): Promise<void> {
     if (r.code >= 400 && r.code !== 421) this.#errors++;
     this.#pending += formatReply(r);
+    // A client pipelining cheap commands (HELP) without reading must not grow our memory.
+    if (this.#pending.length > this.#limits.outputBuffer) await this.#flush();
     if (!r.close && this.#errors >= this.#limits.errors) {
       this.#pending += formatReply(
         reply(421, "4.7.0", `${this.#cfg.hostname} Error: too many errors`),
@@ -208,11 +211,30 @@ class ServerSession {
     throw new SessionEnd();
   }
 
+  /**
+   * Writes the queued replies. The peer must take them within the command
+   * timeout (and the session deadline), and output may not pile up past
+   * limits.output_buffer: a client that never reads is dropped and logged.
+   */
   async #flush(): Promise<void> {
     if (this.#pending === "") return;
     const out = this.#pending;
     this.#pending = "";
-    await this.#conn.write(encoder.encode(out));
+    const left = Math.max(1, this.#deadline - Date.now());
+    try {
+      await this.#conn.write(encoder.encode(out), {
+        timeoutMs: Math.min(this.#limits.commandTimeout * 1000, left),
+        maxQueued: this.#limits.outputBuffer,
+      });
+    } catch (err) {
+      if (!(err instanceof OutputBoundError)) throw err;
+      logWarn("slow reader", {
+        client: this.client,
+        reason: err.timeout ? "write timeout" : "output bound",
+        queued: err.queued,
+      });
+      throw new SessionEnd();
+    }
   }
 
   /** Reads more bytes; false at end of stream. Timeouts end the session with 421. */
