@@ -61,7 +61,13 @@ Deno.test("embedded default parses into the documented values", () => {
       destination: "router",
       limits: {},
     }].map((l, i) => i === 1 ? { ...l, auth: "peercred" } : l),
-    auth: { credentials: "", trustedUsers: [], maxFailures: 5, failureWindow: 300 },
+    auth: {
+      credentials: "",
+      trustedUsers: [],
+      maxFailures: 5,
+      failureWindow: 300,
+      concurrentChecks: 4,
+    },
     limits: {
       messageSize: 10485760,
       commandLineLength: 512,

@@ -37,6 +37,7 @@ credentials = ""
 trusted_users = []
 max_failures = 5
 failure_window = 300
+concurrent_checks = 4
 
 [limits]
 message_size = 10485760

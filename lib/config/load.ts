@@ -93,7 +93,7 @@ const KEYS: Record<string, readonly string[]> = {
     "destination",
     "limits",
   ],
-  auth: ["credentials", "trusted_users", "max_failures", "failure_window"],
+  auth: ["credentials", "trusted_users", "max_failures", "failure_window", "concurrent_checks"],
   limits: [
     "message_size",
     "command_line_length",
@@ -336,6 +336,7 @@ function readAuth(r: Reader, t: Table): Config["auth"] {
     trustedUsers: users,
     maxFailures: r.int(t, "auth", "max_failures"),
     failureWindow: r.seconds(t, "auth", "failure_window"),
+    concurrentChecks: r.int(t, "auth", "concurrent_checks", { max: 1000, what: "1 to 1000" }),
   };
 }
 
@@ -539,6 +540,7 @@ export function describeConfig(c: Config): string {
     ["trusted_users", c.auth.trustedUsers],
     ["max_failures", c.auth.maxFailures],
     ["failure_window", c.auth.failureWindow],
+    ["concurrent_checks", c.auth.concurrentChecks],
   ]);
   section("queue", [
     ["retry_min", Q.retryMin],

@@ -55,10 +55,12 @@ export interface AuthConfig {
   credentials: string;
   /** Login names whose peercred sessions may use any sender (root always may). */
   trustedUsers: string[];
-  /** Failed AUTH attempts from one client IP within failure_window before AUTH is refused. */
+  /** Failed (or running) AUTH attempts from one client network (IPv4 /24, IPv6 /64) within failure_window before AUTH is refused. */
   maxFailures: number;
   /** Seconds a client's failed attempts are remembered. */
   failureWindow: number;
+  /** Password checks (scrypt, ~32 MiB each) running at once, for all clients; more get 454. */
+  concurrentChecks: number;
 }
 
 /** Size, count and time limits of an SMTP server session. */

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from "node:fs";
 import * as tls from "node:tls";
-import { AuthThrottle, Credentials } from "../auth/credentials.ts";
+import { AuthThrottle, Credentials, HashGate } from "../auth/credentials.ts";
 import type { Config, ListenerConfig } from "../config/types.ts";
 import { logError, logEvent, logWarn } from "../log/log.ts";
 import type { SaslContext } from "../smtp/auth_exchange.ts";
@@ -58,6 +58,7 @@ export async function startListeners(
   const sasl: SaslContext = {
     credentials: () => credentials,
     throttle: new AuthThrottle(cfg.auth.maxFailures, cfg.auth.failureWindow),
+    gate: new HashGate(cfg.auth.concurrentChecks),
   };
   const listeners: Listener[] = [];
   try {
