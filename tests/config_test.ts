@@ -91,6 +91,7 @@ Deno.test("embedded default parses into the documented values", () => {
       workers: 4,
       scanInterval: 60,
       relayConcurrency: 10,
+      minFreeBytes: 16777216,
     },
     relay: { relayhost: null, connectTimeout: 30, replyTimeout: 300 },
     local: { domains: ["localhost"], maildirRoot: "/srv/skiff/var/mail" },

@@ -62,6 +62,7 @@ worker_timeout = 60
 workers = 4
 scan_interval = 60
 relay_concurrency = 10
+min_free_bytes = 16777216
 
 [relay]
 relayhost = ""

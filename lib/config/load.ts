@@ -117,6 +117,7 @@ const KEYS: Record<string, readonly string[]> = {
     "workers",
     "scan_interval",
     "relay_concurrency",
+    "min_free_bytes",
   ],
   relay: ["relayhost", "connect_timeout", "reply_timeout"],
   local: ["domains", "maildir_root"],
@@ -374,6 +375,15 @@ function readDomains(r: Reader, t: Table): string[] {
   return out;
 }
 
+/** A byte count that may be 0 (e.g. queue.min_free_bytes). */
+function readBytes0(r: Reader, t: Table, key: string): number {
+  const v = t[key.slice(key.lastIndexOf(".") + 1)];
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+    r.fail(key, "a number of bytes (0 or more)", v);
+  }
+  return v;
+}
+
 function build(r: Reader, raw: Table, source: string): Config {
   r.table(raw, "", "");
   const hostname = r.string(raw, "hostname", "hostname", HOSTNAME);
@@ -415,6 +425,7 @@ function build(r: Reader, raw: Table, source: string): Config {
       workers: r.int(queue, "queue", "workers"),
       scanInterval: r.seconds(queue, "queue", "scan_interval"),
       relayConcurrency: r.int(queue, "queue", "relay_concurrency"),
+      minFreeBytes: readBytes0(r, queue, "queue.min_free_bytes"),
     },
     relay: {
       relayhost,
@@ -550,6 +561,7 @@ export function describeConfig(c: Config): string {
     ["workers", Q.workers],
     ["scan_interval", Q.scanInterval],
     ["relay_concurrency", Q.relayConcurrency],
+    ["min_free_bytes", Q.minFreeBytes],
   ]);
   section("relay", [
     ["relayhost", R.relayhost ? formatHostPort(R.relayhost) : ""],

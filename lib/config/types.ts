@@ -109,6 +109,8 @@ export interface QueueConfig {
   scanInterval: number;
   /** Outgoing SMTP deliveries running at once. */
   relayConcurrency: number;
+  /** Bytes of the spool's file system kept free for journal records and bounces; MAIL needs this plus 1.5 × the message size. */
+  minFreeBytes: number;
 }
 
 /** Where non-local mail goes, and the client's timeouts. */

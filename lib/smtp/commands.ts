@@ -59,6 +59,8 @@ export interface CommandEnv {
   canStartTls: boolean;
   /** AUTH is offered now (sasl listener, under TLS or plaintext allowed on loopback). */
   canAuth: boolean;
+  /** The spool's free space (lib/spool/space.ts); absent: not checked. */
+  space?: { fits(size: number): boolean };
 }
 
 /** A fresh session state for a client. */
@@ -142,6 +144,10 @@ function runMail(s: SessionState, arg: string, env: CommandEnv): Reply {
     identity: s.identity,
   });
   if (refused) return refused;
+  // Refuse before the body is sent when it cannot fit (Postfix: 452 4.3.1, RFC 3463 4.3.1).
+  if (env.space && !env.space.fits(params.size ?? env.limits.messageSize)) {
+    return reply(452, "4.3.1", "Insufficient system storage");
+  }
   s.from = parsed.address;
   s.mail = params;
   return OK();

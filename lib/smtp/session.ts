@@ -14,6 +14,7 @@ import { loginOf } from "../auth/peercred.ts";
 import type { Config, LimitsConfig, ListenerConfig } from "../config/types.ts";
 import { logEvent, logWarn } from "../log/log.ts";
 import { type Conn, OutputBoundError, TimeoutError } from "../net/conn.ts";
+import type { SpaceMonitor } from "../spool/space.ts";
 import type { Spool } from "../spool/spool.ts";
 import { runAuth, type SaslContext } from "./auth_exchange.ts";
 import { parseCommand } from "./command.ts";
@@ -44,6 +45,8 @@ export interface SessionContext {
   secureContext?: () => tls.SecureContext;
   /** SASL checking and throttling; absent when the listener has no SASL. */
   sasl?: SaslContext;
+  /** The spool's free space: MAIL is refused with 452 when a message would not fit. */
+  space?: SpaceMonitor;
 }
 
 const HTTP_VERBS = /^(GET|POST|HEAD|PUT|CONNECT|OPTIONS|DELETE|PATCH|TRACE) /i;
@@ -130,6 +133,7 @@ class ServerSession {
       limits: this.#limits,
       canStartTls: l.tls === "starttls" && !st.tls && this.#ctx.secureContext !== undefined,
       canAuth: l.auth === "sasl" && this.#ctx.sasl !== undefined && (st.tls !== null || plainOk),
+      space: this.#ctx.space,
     };
   }
 
