@@ -94,7 +94,12 @@ Deno.test("embedded default parses into the documented values", () => {
       minFreeBytes: 16777216,
     },
     relay: { relayhost: null, connectTimeout: 30, replyTimeout: 300 },
-    local: { domains: ["localhost"], maildirRoot: "/srv/skiff/var/mail" },
+    local: {
+      domains: ["localhost"],
+      maildirRoot: "/srv/skiff/var/mail",
+      verifyRecipients: true,
+      existingMaildirsOnly: false,
+    },
     log: { format: "text", level: "info" },
     delivery: {
       delayWarning: 0,

@@ -72,6 +72,8 @@ reply_timeout = 300
 [local]
 domains = ["localhost"]
 maildir_root = "./var/mail"
+verify_recipients = true
+existing_maildirs_only = false
 
 [log]
 format = "text"

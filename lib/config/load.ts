@@ -120,7 +120,7 @@ const KEYS: Record<string, readonly string[]> = {
     "min_free_bytes",
   ],
   relay: ["relayhost", "connect_timeout", "reply_timeout"],
-  local: ["domains", "maildir_root"],
+  local: ["domains", "maildir_root", "verify_recipients", "existing_maildirs_only"],
   log: ["format", "level"],
   sendmail: ["maildrop_dir", "untrusted_sender"],
 };
@@ -375,6 +375,13 @@ function readDomains(r: Reader, t: Table): string[] {
   return out;
 }
 
+/** true or false. */
+function readBool(r: Reader, t: Table, key: string): boolean {
+  const v = t[key.slice(key.lastIndexOf(".") + 1)];
+  if (typeof v !== "boolean") r.fail(key, "true or false", v);
+  return v;
+}
+
 /** A byte count that may be 0 (e.g. queue.min_free_bytes). */
 function readBytes0(r: Reader, t: Table, key: string): number {
   const v = t[key.slice(key.lastIndexOf(".") + 1)];
@@ -435,6 +442,8 @@ function build(r: Reader, raw: Table, source: string): Config {
     local: {
       domains: readDomains(r, local),
       maildirRoot: r.path(local, "local.maildir_root", "maildir_root"),
+      verifyRecipients: readBool(r, local, "local.verify_recipients"),
+      existingMaildirsOnly: readBool(r, local, "local.existing_maildirs_only"),
     },
     log: {
       format: r.oneOf<LogConfig["format"]>(log, "log.format", "format", ["text", "json"]),
@@ -568,7 +577,12 @@ export function describeConfig(c: Config): string {
     ["connect_timeout", R.connectTimeout],
     ["reply_timeout", R.replyTimeout],
   ]);
-  section("local", [["domains", c.local.domains], ["maildir_root", c.local.maildirRoot]]);
+  section("local", [
+    ["domains", c.local.domains],
+    ["maildir_root", c.local.maildirRoot],
+    ["verify_recipients", c.local.verifyRecipients],
+    ["existing_maildirs_only", c.local.existingMaildirsOnly],
+  ]);
   section("log", [["format", c.log.format], ["level", c.log.level]]);
   section("sendmail", [
     ["maildrop_dir", c.sendmail.maildropDir],

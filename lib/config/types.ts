@@ -129,6 +129,10 @@ export interface LocalConfig {
   domains: string[];
   /** Maildirs live at `${maildirRoot}/${user}/`. */
   maildirRoot: string;
+  /** Refuse unknown local users at RCPT (550 5.1.1) where skiff can know them (lib/route/verify.ts). */
+  verifyRecipients: boolean;
+  /** The Maildirs under maildir_root are the list of local users (none is made on delivery for others). */
+  existingMaildirsOnly: boolean;
 }
 
 /** Logging. */

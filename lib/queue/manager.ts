@@ -96,6 +96,11 @@ export class QueueManager {
     this.#aliasesLoaded = this.#refreshAliases();
   }
 
+  /** The aliases table the router uses now (RCPT checks consult the same one). */
+  get aliasTable(): AliasTable {
+    return this.#aliases;
+  }
+
   /** The outgoing connection cache (its counters are in `stats`). */
   get connectionCache(): ConnectionCache {
     return this.#cache;

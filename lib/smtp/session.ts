@@ -47,6 +47,8 @@ export interface SessionContext {
   sasl?: SaslContext;
   /** The spool's free space: MAIL is refused with 452 when a message would not fit. */
   space?: SpaceMonitor;
+  /** Whether a local address names a known user; absent when skiff cannot know. */
+  knownRecipient?: (address: string) => boolean;
 }
 
 const HTTP_VERBS = /^(GET|POST|HEAD|PUT|CONNECT|OPTIONS|DELETE|PATCH|TRACE) /i;
@@ -134,6 +136,7 @@ class ServerSession {
       canStartTls: l.tls === "starttls" && !st.tls && this.#ctx.secureContext !== undefined,
       canAuth: l.auth === "sasl" && this.#ctx.sasl !== undefined && (st.tls !== null || plainOk),
       space: this.#ctx.space,
+      knownRecipient: this.#ctx.knownRecipient,
     };
   }
 
