@@ -109,7 +109,10 @@ try {
   const before = status(child.pid, "VmRSS");
   const t0 = Date.now();
   const codes = await Promise.all(
-    Array.from({ length: attempts }, (_, i) => attempt(server.port, `127.0.${i % addresses + 1}.1`)),
+    Array.from(
+      { length: attempts },
+      (_, i) => attempt(server.port, `127.0.${i % addresses + 1}.1`),
+    ),
   );
   const ms = Date.now() - t0;
   const peak = status(child.pid, "VmHWM");
