@@ -227,7 +227,8 @@ class ServerSession {
     if (this.#pending === "") return;
     const out = this.#pending;
     this.#pending = "";
-    const left = Math.max(1, this.#deadline - Date.now());
+    // The final 421 of an expired session still gets a second to reach the client.
+    const left = Math.max(1000, this.#deadline - Date.now());
     try {
       await this.#conn.write(encoder.encode(out), {
         timeoutMs: Math.min(this.#limits.commandTimeout * 1000, left),
