@@ -9,6 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { statfsSync } from "node:fs";
+import { SpaceMonitor } from "../lib/spool/space.ts";
 import {
   maildirFiles,
   RawClient,
@@ -112,4 +113,34 @@ Deno.test({
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
+});
+
+Deno.test("SpaceMonitor: 1.5 x size plus the reserve must be free; statfs at most once a second", async () => {
+  let free = 10 * MiB;
+  let calls = 0;
+  let now = 0;
+  const space = new SpaceMonitor({
+    dir: "/nonexistent",
+    minFree: 2 * MiB,
+    messageSize: MiB,
+    available: () => (calls++, Promise.resolve(free)),
+    now: () => now,
+  });
+  await space.refresh();
+  assert.equal(space.low, false);
+  assert.ok(space.fits(MiB));
+  assert.ok(space.fits(5 * MiB)); // 2 + 7.5 <= 10
+  assert.ok(!space.fits(6 * MiB)); // 2 + 9 > 10
+  free = 3 * MiB; // 2 + 1.5 > 3: low
+  for (let i = 0; i < 100; i++) space.fits(MiB); // cached: no statfs per command
+  assert.equal(calls, 1);
+  now = 1001;
+  assert.ok(space.fits(MiB), "the stale figure answers; a refresh starts for the next caller");
+  await space.refresh();
+  assert.equal(space.low, true);
+  assert.ok(!space.fits(MiB));
+  assert.ok(space.fits(600 * 1024), "a small declared SIZE still fits");
+  free = 20 * MiB;
+  await space.refresh();
+  assert.equal(space.low, false);
 });
