@@ -61,7 +61,13 @@ Deno.test("embedded default parses into the documented values", () => {
       destination: "router",
       limits: {},
     }].map((l, i) => i === 1 ? { ...l, auth: "peercred" } : l),
-    auth: { credentials: "", trustedUsers: [], maxFailures: 5, failureWindow: 300 },
+    auth: {
+      credentials: "",
+      trustedUsers: [],
+      maxFailures: 5,
+      failureWindow: 300,
+      concurrentChecks: 4,
+    },
     limits: {
       messageSize: 10485760,
       commandLineLength: 512,
@@ -75,6 +81,7 @@ Deno.test("embedded default parses into the documented values", () => {
       unknownCommands: 5,
       unauthenticatedCommands: 20,
       greetPause: 0,
+      outputBuffer: 262144,
     },
     queue: {
       retryMin: 300,
@@ -84,9 +91,15 @@ Deno.test("embedded default parses into the documented values", () => {
       workers: 4,
       scanInterval: 60,
       relayConcurrency: 10,
+      minFreeBytes: 16777216,
     },
     relay: { relayhost: null, connectTimeout: 30, replyTimeout: 300 },
-    local: { domains: ["localhost"], maildirRoot: "/srv/skiff/var/mail" },
+    local: {
+      domains: ["localhost"],
+      maildirRoot: "/srv/skiff/var/mail",
+      verifyRecipients: true,
+      existingMaildirsOnly: false,
+    },
     log: { format: "text", level: "info" },
     delivery: {
       delayWarning: 0,

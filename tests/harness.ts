@@ -80,6 +80,8 @@ export interface ServerOptions {
   queue?: string;
   /** The [local] domains (default ["localhost"]). */
   domains?: string[];
+  /** More lines of the [local] table. */
+  local?: string;
   /** Extra environment for the server (e.g. a DENO_DIR its `nobody` workers can read). */
   env?: Record<string, string>;
 }
@@ -117,6 +119,7 @@ protocol = "smtp"
 [local]
 domains = ${JSON.stringify(opts.domains ?? ["localhost"])}
 maildir_root = "${dir}/mail"
+${opts.local ?? ""}
 [queue]
 ${opts.queue ?? "retry_min = 1\nretry_max = 4"}
 ${guardDns(opts.toml ?? "")}

@@ -17,7 +17,9 @@ export class Sink {
   }
 
   /** Starts smtp-sink on a free loopback port (as nobody: it refuses to run as root). */
-  static async start(opts: { lmtp?: boolean; port?: number } = {}): Promise<Sink> {
+  static async start(
+    opts: { lmtp?: boolean; port?: number; noDsn?: boolean } = {},
+  ): Promise<Sink> {
     const port = opts.port ?? await freePort();
     const dumpDir = await Deno.makeTempDir({ prefix: "skiff-sink-" });
     await Deno.chmod(dumpDir, 0o777);
@@ -27,6 +29,7 @@ export class Sink {
       "-d",
       `${dumpDir}/msg`,
       ...(opts.lmtp ? ["-L"] : []),
+      ...(opts.noDsn ? ["-N"] : []), // do not announce DSN (RFC 3461)
       `127.0.0.1:${port}`,
       "100",
     ];

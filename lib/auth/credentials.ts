@@ -98,11 +98,45 @@ export class Credentials {
 }
 
 /**
- * Failed AUTH attempts per client IP within a window: after `max` of them,
- * AUTH is refused without checking until the oldest ages out.
+ * The network a client's AUTH attempts are counted against: its IPv4 /24 or
+ * IPv6 /64 (an IPv4-mapped IPv6 address counts as IPv4), so a guesser
+ * cannot pass the limit by hopping between neighbouring addresses it owns.
+ * Anything else (a unix socket's "unix:uid=...") is its own key.
+ */
+export function throttleKey(client: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(client);
+  const v4 = mapped ? mapped[1] : client;
+  const m = /^(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}$/.exec(v4);
+  if (m) return `${m[1]}.0/24`;
+  if (!client.includes(":") || client.startsWith("unix")) return client;
+  const [head, tail] = client.toLowerCase().split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail === undefined ? [] : tail ? tail.split(":") : [];
+  const groups = tail === undefined
+    ? left
+    : [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  if (groups.length !== 8) return client;
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":")}::/64`;
+}
+
+/** One AUTH attempt admitted by AuthThrottle.begin: settle it once the check is done. */
+export interface AuthAttempt {
+  /** The check failed: the attempt stays counted as a failure for the window. */
+  fail(): number;
+  /** The check passed, or never ran: the attempt no longer counts. */
+  release(): void;
+}
+
+/**
+ * Failed AUTH attempts per client network (throttleKey) within a window.
+ * An attempt is counted when it starts, before its password is checked, so
+ * parallel sessions cannot all pass the check while the slow hash runs:
+ * failures plus attempts in progress may not exceed `max`; beyond that AUTH
+ * is refused without checking until the oldest failure ages out.
  */
 export class AuthThrottle {
   #fails = new Map<string, number[]>();
+  #inFlight = new Map<string, number>();
   #max: number;
   #windowMs: number;
 
@@ -111,25 +145,86 @@ export class AuthThrottle {
     this.#windowMs = windowSeconds * 1000;
   }
 
-  #recent(client: string, now: number): number[] {
-    const list = (this.#fails.get(client) ?? []).filter((t) => now - t < this.#windowMs);
-    if (list.length === 0) this.#fails.delete(client);
-    else this.#fails.set(client, list);
+  #recent(key: string, now: number): number[] {
+    const list = (this.#fails.get(key) ?? []).filter((t) => now - t < this.#windowMs);
+    if (list.length === 0) this.#fails.delete(key);
+    else this.#fails.set(key, list);
     return list;
   }
 
-  /** True when the client has used up its failed attempts. */
+  /** True when the client's network has used up its attempts (failed or in progress). */
   blocked(client: string, now = Date.now()): boolean {
-    return this.#recent(client, now).length >= this.#max;
+    const key = throttleKey(client);
+    return this.#recent(key, now).length + (this.#inFlight.get(key) ?? 0) >= this.#max;
   }
 
-  /** Records one failure; returns the client's count in the window. */
+  /** Admits one attempt, counted at once; null when the network is over its limit. */
+  begin(client: string, now = Date.now()): AuthAttempt | null {
+    if (this.blocked(client, now)) return null;
+    const key = throttleKey(client);
+    this.#inFlight.set(key, (this.#inFlight.get(key) ?? 0) + 1);
+    let settled = false;
+    const settle = () => {
+      if (settled) return false;
+      settled = true;
+      const n = (this.#inFlight.get(key) ?? 1) - 1;
+      if (n <= 0) this.#inFlight.delete(key);
+      else this.#inFlight.set(key, n);
+      return true;
+    };
+    return {
+      fail: () => settle() ? this.#record(key, Date.now()) : this.#recent(key, Date.now()).length,
+      release: () => void settle(),
+    };
+  }
+
+  /** Records one failure for the client's network; returns its count in the window. */
   fail(client: string, now = Date.now()): number {
-    const list = this.#recent(client, now);
+    return this.#record(throttleKey(client), now);
+  }
+
+  #record(key: string, now: number): number {
+    const list = this.#recent(key, now);
     list.push(now);
-    this.#fails.set(client, list);
+    this.#fails.set(key, list);
     // Bounded memory under a spray of clients: forget the oldest entries.
     if (this.#fails.size > 10_000) this.#fails.delete(this.#fails.keys().next().value!);
     return list.length;
+  }
+}
+
+/**
+ * A global bound on password checks running at once. Each scrypt holds
+ * about 32 MiB for ~150 ms on a worker thread: 90 parallel attempts once
+ * took the manager from 103 to 511 MB. An attempt that finds every slot
+ * taken is refused at once (454, try again) rather than queued, so waiting
+ * attempts cannot pile up either.
+ */
+export class HashGate {
+  #busy = 0;
+  #max: number;
+  /** The most checks seen running at once (for tests and `skiff status`). */
+  peak = 0;
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  /** Checks running now. */
+  get busy(): number {
+    return this.#busy;
+  }
+
+  /** Takes a slot; null when all are busy. Call the returned function once to give it back. */
+  tryAcquire(): (() => void) | null {
+    if (this.#busy >= this.#max) return null;
+    this.#busy++;
+    this.peak = Math.max(this.peak, this.#busy);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.#busy--;
+    };
   }
 }

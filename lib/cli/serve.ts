@@ -9,6 +9,7 @@
  */
 import type { Config } from "../config/types.ts";
 import { type ListenerGroup, startListeners } from "../listen/mod.ts";
+import { recipientCheck } from "../route/verify.ts";
 import { logError, logEvent, setupLogging } from "../log/log.ts";
 import { QueueManager } from "../queue/manager.ts";
 import { Spool } from "../spool/spool.ts";
@@ -52,6 +53,7 @@ export async function serve(cfg: Config): Promise<number> {
       config: cfg,
       spool,
       onQueued: (id) => manager.enqueue(id),
+      knownRecipient: recipientCheck(cfg, () => manager.aliasTable) ?? undefined,
     });
   } catch (err) {
     logError("listener failed", { error: (err as Error).message });

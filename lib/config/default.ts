@@ -37,6 +37,7 @@ credentials = ""
 trusted_users = []
 max_failures = 5
 failure_window = 300
+concurrent_checks = 4
 
 [limits]
 message_size = 10485760
@@ -51,6 +52,7 @@ session_timeout = 1800
 unknown_commands = 5
 unauthenticated_commands = 20
 greet_pause = 0
+output_buffer = 262144
 
 [queue]
 retry_min = 300
@@ -60,6 +62,7 @@ worker_timeout = 60
 workers = 4
 scan_interval = 60
 relay_concurrency = 10
+min_free_bytes = 16777216
 
 [relay]
 relayhost = ""
@@ -69,6 +72,8 @@ reply_timeout = 300
 [local]
 domains = ["localhost"]
 maildir_root = "./var/mail"
+verify_recipients = true
+existing_maildirs_only = false
 
 [log]
 format = "text"

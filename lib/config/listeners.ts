@@ -28,6 +28,7 @@ const LIMIT_KEYS: [string, keyof LimitsConfig, "int" | "seconds" | "seconds0"][]
   ["unknown_commands", "unknownCommands", "int"],
   ["unauthenticated_commands", "unauthenticatedCommands", "int"],
   ["greet_pause", "greetPause", "seconds0"],
+  ["output_buffer", "outputBuffer", "int"],
 ];
 
 /**

@@ -90,7 +90,7 @@ const KEYS: Record<string, readonly string[]> = {
     "destination",
     "limits",
   ],
-  auth: ["credentials", "trusted_users", "max_failures", "failure_window"],
+  auth: ["credentials", "trusted_users", "max_failures", "failure_window", "concurrent_checks"],
   limits: [
     "message_size",
     "command_line_length",
@@ -104,6 +104,7 @@ const KEYS: Record<string, readonly string[]> = {
     "unknown_commands",
     "unauthenticated_commands",
     "greet_pause",
+    "output_buffer",
   ],
   queue: [
     "retry_min",
@@ -113,9 +114,10 @@ const KEYS: Record<string, readonly string[]> = {
     "workers",
     "scan_interval",
     "relay_concurrency",
+    "min_free_bytes",
   ],
   relay: ["relayhost", "connect_timeout", "reply_timeout"],
-  local: ["domains", "maildir_root"],
+  local: ["domains", "maildir_root", "verify_recipients", "existing_maildirs_only"],
   log: ["format", "level"],
   sendmail: ["maildrop_dir", "untrusted_sender"],
 };
@@ -332,6 +334,7 @@ function readAuth(r: Reader, t: Table): Config["auth"] {
     trustedUsers: users,
     maxFailures: r.int(t, "auth", "max_failures"),
     failureWindow: r.seconds(t, "auth", "failure_window"),
+    concurrentChecks: r.int(t, "auth", "concurrent_checks", { max: 1000, what: "1 to 1000" }),
   };
 }
 
@@ -367,6 +370,22 @@ function readDomains(r: Reader, t: Table): string[] {
     if (!out.includes(lower)) out.push(lower);
   });
   return out;
+}
+
+/** true or false. */
+function readBool(r: Reader, t: Table, key: string): boolean {
+  const v = t[key.slice(key.lastIndexOf(".") + 1)];
+  if (typeof v !== "boolean") r.fail(key, "true or false", v);
+  return v;
+}
+
+/** A byte count that may be 0 (e.g. queue.min_free_bytes). */
+function readBytes0(r: Reader, t: Table, key: string): number {
+  const v = t[key.slice(key.lastIndexOf(".") + 1)];
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+    r.fail(key, "a number of bytes (0 or more)", v);
+  }
+  return v;
 }
 
 function build(r: Reader, raw: Table, source: string): Config {
@@ -410,6 +429,7 @@ function build(r: Reader, raw: Table, source: string): Config {
       workers: r.int(queue, "queue", "workers"),
       scanInterval: r.seconds(queue, "queue", "scan_interval"),
       relayConcurrency: r.int(queue, "queue", "relay_concurrency"),
+      minFreeBytes: readBytes0(r, queue, "queue.min_free_bytes"),
     },
     relay: {
       relayhost,
@@ -419,6 +439,8 @@ function build(r: Reader, raw: Table, source: string): Config {
     local: {
       domains: readDomains(r, local),
       maildirRoot: r.path(local, "local.maildir_root", "maildir_root"),
+      verifyRecipients: readBool(r, local, "local.verify_recipients"),
+      existingMaildirsOnly: readBool(r, local, "local.existing_maildirs_only"),
     },
     log: {
       format: r.oneOf<LogConfig["format"]>(log, "log.format", "format", ["text", "json"]),
@@ -528,12 +550,14 @@ export function describeConfig(c: Config): string {
     ["unknown_commands", L.unknownCommands],
     ["unauthenticated_commands", L.unauthenticatedCommands],
     ["greet_pause", L.greetPause],
+    ["output_buffer", L.outputBuffer],
   ]);
   section("auth", [
     ["credentials", c.auth.credentials],
     ["trusted_users", c.auth.trustedUsers],
     ["max_failures", c.auth.maxFailures],
     ["failure_window", c.auth.failureWindow],
+    ["concurrent_checks", c.auth.concurrentChecks],
   ]);
   section("queue", [
     ["retry_min", Q.retryMin],
@@ -543,13 +567,19 @@ export function describeConfig(c: Config): string {
     ["workers", Q.workers],
     ["scan_interval", Q.scanInterval],
     ["relay_concurrency", Q.relayConcurrency],
+    ["min_free_bytes", Q.minFreeBytes],
   ]);
   section("relay", [
     ["relayhost", R.relayhost ? formatHostPort(R.relayhost) : ""],
     ["connect_timeout", R.connectTimeout],
     ["reply_timeout", R.replyTimeout],
   ]);
-  section("local", [["domains", c.local.domains], ["maildir_root", c.local.maildirRoot]]);
+  section("local", [
+    ["domains", c.local.domains],
+    ["maildir_root", c.local.maildirRoot],
+    ["verify_recipients", c.local.verifyRecipients],
+    ["existing_maildirs_only", c.local.existingMaildirsOnly],
+  ]);
   section("log", [["format", c.log.format], ["level", c.log.level]]);
   section("sendmail", [
     ["maildrop_dir", c.sendmail.maildropDir],

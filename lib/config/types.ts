@@ -55,10 +55,12 @@ export interface AuthConfig {
   credentials: string;
   /** Login names whose peercred sessions may use any sender (root always may). */
   trustedUsers: string[];
-  /** Failed AUTH attempts from one client IP within failure_window before AUTH is refused. */
+  /** Failed (or running) AUTH attempts from one client network (IPv4 /24, IPv6 /64) within failure_window before AUTH is refused. */
   maxFailures: number;
   /** Seconds a client's failed attempts are remembered. */
   failureWindow: number;
+  /** Password checks (scrypt, ~32 MiB each) running at once, for all clients; more get 454. */
+  concurrentChecks: number;
 }
 
 /** Size, count and time limits of an SMTP server session. */
@@ -87,6 +89,8 @@ export interface LimitsConfig {
   unauthenticatedCommands: number;
   /** Seconds to wait before the greeting; a client that talks first is refused with 554 (0: no wait, still checked). */
   greetPause: number;
+  /** Bytes of replies that may wait for a client that does not read; past it, or past command_timeout, the client is dropped. */
+  outputBuffer: number;
 }
 
 /** Queue manager tuning. */
@@ -105,6 +109,8 @@ export interface QueueConfig {
   scanInterval: number;
   /** Outgoing SMTP deliveries running at once. */
   relayConcurrency: number;
+  /** Bytes of the spool's file system kept free for journal records and bounces; MAIL needs this plus 1.5 × the message size. */
+  minFreeBytes: number;
 }
 
 /** Where non-local mail goes, and the client's timeouts. */
@@ -123,6 +129,10 @@ export interface LocalConfig {
   domains: string[];
   /** Maildirs live at `${maildirRoot}/${user}/`. */
   maildirRoot: string;
+  /** Refuse unknown local users at RCPT (550 5.1.1) where skiff can know them (lib/route/verify.ts). */
+  verifyRecipients: boolean;
+  /** The Maildirs under maildir_root are the list of local users (none is made on delivery for others). */
+  existingMaildirsOnly: boolean;
 }
 
 /** Logging. */

@@ -117,7 +117,11 @@ export async function deliverNet(
     if (!result.tryNext) {
       if (result.reusable) ctx.cache.park(key, cached);
       else await cached.quit();
-      return { relay: cached.relay, recipients: result.recipients };
+      return {
+        relay: cached.relay,
+        recipients: result.recipients,
+        dsn: cached.extensions.has("DSN"),
+      };
     }
     cached.destroy(); // it went bad between probe and use: start afresh below
   }
@@ -149,7 +153,11 @@ export async function deliverNet(
       continue;
     }
     const result = await session.send(msg);
-    last = { relay: session.relay, recipients: result.recipients };
+    last = {
+      relay: session.relay,
+      recipients: result.recipients,
+      dsn: session.extensions.has("DSN"),
+    };
     if (result.reusable && !result.tryNext) ctx.cache.park(key, session);
     else await session.quit();
     if (!result.tryNext) return last;

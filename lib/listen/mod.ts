@@ -6,10 +6,11 @@
  */
 import { readFileSync } from "node:fs";
 import * as tls from "node:tls";
-import { AuthThrottle, Credentials } from "../auth/credentials.ts";
+import { AuthThrottle, Credentials, HashGate } from "../auth/credentials.ts";
 import type { Config, ListenerConfig } from "../config/types.ts";
 import { logError, logEvent, logWarn } from "../log/log.ts";
 import type { SaslContext } from "../smtp/auth_exchange.ts";
+import { SpaceMonitor } from "../spool/space.ts";
 import { type Listener, type ListenerContext, startSmtpListener } from "./smtp_listener.ts";
 
 export type { Listener };
@@ -33,7 +34,7 @@ function loadContext(lc: ListenerConfig): tls.SecureContext {
 /** Starts all listeners of `cfg`; rejects (after closing any started) when one fails. */
 export async function startListeners(
   cfg: Config,
-  base: Omit<ListenerContext, "secureContext" | "sasl">,
+  base: Omit<ListenerContext, "secureContext" | "sasl" | "space">,
 ): Promise<ListenerGroup> {
   const contexts = new Map<ListenerConfig, tls.SecureContext>();
   const loadAllTls = (initial: boolean) => {
@@ -58,19 +59,30 @@ export async function startListeners(
   const sasl: SaslContext = {
     credentials: () => credentials,
     throttle: new AuthThrottle(cfg.auth.maxFailures, cfg.auth.failureWindow),
+    gate: new HashGate(cfg.auth.concurrentChecks),
   };
+  // One free-space figure for every listener: MAIL is refused early on a full spool.
+  const space = new SpaceMonitor({
+    dir: cfg.spoolDir,
+    minFree: cfg.queue.minFreeBytes,
+    messageSize: cfg.limits.messageSize,
+  });
+  await space.refresh();
+  space.start();
   const listeners: Listener[] = [];
   try {
     for (const lc of cfg.listeners) {
       listeners.push(
         await startSmtpListener(lc, {
           ...base,
+          space,
           secureContext: lc.tls === "none" ? undefined : () => contexts.get(lc)!,
           sasl: lc.auth === "sasl" ? sasl : undefined,
         }),
       );
     }
   } catch (err) {
+    space.stop();
     await Promise.all(listeners.map((l) => l.close(0)));
     throw err;
   }
@@ -86,6 +98,7 @@ export async function startListeners(
       logEvent("reloaded", { certificates: contexts.size, users: credentials.size });
     },
     close: async (graceMs) => {
+      space.stop();
       await Promise.all(listeners.map((l) => l.close(graceMs)));
     },
   };

@@ -309,11 +309,47 @@ export class Conn {
     }
   }
 
-  /** Writes bytes or text and waits until the socket has taken them. */
-  write(data: Uint8Array | string): Promise<void> {
+  /** Bytes handed to write() that the kernel has not taken yet (the peer is not reading). */
+  get queued(): number {
+    return this.#socket.writableLength ?? 0;
+  }
+
+  /**
+   * Writes bytes or text and waits until the socket has taken them. With
+   * `timeoutMs`, a peer that does not drain the data within that time (it
+   * never reads) makes the write reject with a TimeoutError; with
+   * `maxQueued`, so does output queued past that many bytes. Either way the
+   * connection is destroyed: a client that never reads must not hold its
+   * slot and our memory (RFC 5321 §4.5.3.2 bounds waits on both sides).
+   */
+  write(
+    data: Uint8Array | string,
+    opts: { timeoutMs?: number; maxQueued?: number } = {},
+  ): Promise<void> {
     if (this.#closed) return Promise.reject(new Error("Connection is closed"));
+    // Output still queued from earlier writes: the peer is behind by that much.
+    const queued = this.queued;
+    if (opts.maxQueued !== undefined && queued > opts.maxQueued) {
+      this.destroy();
+      return Promise.reject(
+        new OutputBoundError(`Output of ${queued} bytes queued past ${opts.maxQueued}`, queued),
+      );
+    }
     return new Promise((resolve, reject) => {
-      this.#socket.write(data, (err) => err ? reject(err) : resolve());
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      if (opts.timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          // Reject first: destroying fails the pending write with ECANCELED.
+          reject(
+            new OutputBoundError(`Peer did not read for ${opts.timeoutMs} ms`, this.queued, true),
+          );
+          this.destroy();
+        }, opts.timeoutMs);
+      }
+      this.#socket.write(data, (err) => {
+        clearTimeout(timer);
+        err ? reject(err) : resolve();
+      });
     });
   }
 
@@ -340,5 +376,19 @@ export class TimeoutError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "TimeoutError";
+  }
+}
+
+/** Raised when a peer does not read what we write: the deadline passed or too much is queued. */
+export class OutputBoundError extends Error {
+  /** Bytes queued for the peer when the connection was dropped. */
+  readonly queued: number;
+  /** True for the write deadline, false for the queue bound. */
+  readonly timeout: boolean;
+  constructor(message: string, queued: number, timeout = false) {
+    super(message);
+    this.name = "OutputBoundError";
+    this.queued = queued;
+    this.timeout = timeout;
   }
 }

@@ -1,8 +1,10 @@
 /**
- * Delivery status notifications (RFC 3464): the bounce for failed recipients
- * and the delay warning for long-deferred ones, as a multipart/report with a
+ * Delivery status notifications (RFC 3464): the bounce for failed recipients,
+ * the delay warning for long-deferred ones and the success notice for
+ * NOTIFY=SUCCESS (RFC 3461 §5.2.2), as a multipart/report with a
  * human-readable part, a message/delivery-status part, and the original
- * message (RET=FULL) or its header (RET=HDRS), per RFC 3461 §4.3.
+ * message (RET=FULL) or its header (RET=HDRS, and always for a success
+ * notice: RET concerns failures only, RFC 3461 §4.3).
  *
  * Who gets one: the envelope sender. Never for the null sender (RFC 5321
  * §6.1: that is how bounce loops are prevented), except that a bounce skiff
@@ -11,7 +13,7 @@
  */
 import type { Config } from "../config/types.ts";
 import { rfc5322Date } from "../smtp/received.ts";
-import type { MessageState, RecipientState } from "../spool/records.ts";
+import type { MessageState, NoticeAction, RecipientState } from "../spool/records.ts";
 
 /** envelope.protocol of a bounce skiff made; its failure notifies the postmaster. */
 export const PROTOCOL_BOUNCE = "DSN";
@@ -41,14 +43,35 @@ export function notifyTarget(
 export function wantsNotice(
   state: MessageState,
   r: RecipientState,
-  action: "failed" | "delayed",
+  action: NoticeAction,
 ): boolean {
   const notify = state.envelope.recipients[r.index]?.notify?.map((n) => n.toUpperCase());
+  const success = action === "delivered" || action === "relayed";
   // Without NOTIFY, failures are reported (RFC 3461 §4.1 leaves DELAY to the
-  // MTA: delay warnings are on only when delivery.delay_warning is set).
-  if (!notify || notify.length === 0) return true;
+  // MTA: delay warnings are on only when delivery.delay_warning is set);
+  // success only when asked for.
+  if (!notify || notify.length === 0) return !success;
   if (notify.includes("NEVER")) return false;
-  return notify.includes(action === "failed" ? "FAILURE" : "DELAY");
+  return notify.includes(success ? "SUCCESS" : action === "failed" ? "FAILURE" : "DELAY");
+}
+
+/**
+ * A duration for people, in the largest unit that fits (seconds, minutes,
+ * hours, days), to one decimal: "45 seconds", "1 minute", "1.5 hours",
+ * "5 days". A delay warning once said "for 0 hours ... until it is 0 days
+ * old" with short settings.
+ */
+export function formatDuration(ms: number): string {
+  const s = Math.max(0, ms) / 1000;
+  const [n, unit] = s >= 86400
+    ? [s / 86400, "day"]
+    : s >= 3600
+    ? [s / 3600, "hour"]
+    : s >= 60
+    ? [s / 60, "minute"]
+    : [s, "second"];
+  const v = Math.round(n * 10) / 10;
+  return `${v} ${unit}${v === 1 ? "" : "s"}`;
 }
 
 /** Inputs of buildReport. */
@@ -56,7 +79,7 @@ export interface ReportInput {
   cfg: Config;
   state: MessageState;
   recipients: RecipientState[];
-  action: "failed" | "delayed";
+  action: NoticeAction;
   /** The original message bytes (CRLF), or only its header when that is all there is. */
   original: Uint8Array;
   /** The queue id of the report itself. */
@@ -107,22 +130,29 @@ export function buildReport(input: ReportInput): Uint8Array {
   const env = state.envelope;
   const boundary = `${input.id}/${cfg.hostname}`;
   const ret = env.params?.RET?.toUpperCase();
-  const full = ret !== "HDRS" && input.original.length <= MAX_RETURNED;
+  const success = action === "delivered" || action === "relayed";
+  const full = !success && ret !== "HDRS" && input.original.length <= MAX_RETURNED;
   const original = full ? input.original : headerOf(input.original);
   const failed = action === "failed";
   const subject = failed
     ? "Undelivered Mail Returned to Sender"
+    : success
+    ? "Successful Mail Delivery Report"
     : "Delayed Mail (still being retried)";
   const human = [
     `This is the mail system at host ${cfg.hostname}.`,
     "",
     failed
       ? "I'm sorry to have to inform you that your message could not be delivered to one or more recipients. It's attached below."
+      : action === "delivered"
+      ? "Your message was successfully delivered to the destination(s) listed below."
+      : action === "relayed"
+      ? "Your message was relayed to the destination(s) listed below, to a system that does not send delivery notifications: you may get no further notice."
       : `Your message could not be delivered for ${
-        Math.round((now - env.received) / 3600_000 * 10) / 10
-      } hours. It will be retried until it is ${
-        Math.round(cfg.queue.lifetime / 86400 * 10) / 10
-      } days old. You do not need to resend it.`,
+        formatDuration(now - env.received)
+      }. It will be retried until it is ${
+        formatDuration(cfg.queue.lifetime * 1000)
+      } old. You do not need to resend it.`,
     "",
     ...input.recipients.map((r) => `<${clean(r.address, 300)}>: ${clean(r.text ?? "", 600)}`),
   ];
@@ -136,7 +166,7 @@ export function buildReport(input: ReportInput): Uint8Array {
     const spec = env.recipients[r.index];
     const last = lastResult(r);
     const remote = relayHost(last?.relay);
-    const dsn = r.dsn ?? (failed ? "5.0.0" : "4.0.0");
+    const dsn = r.dsn ?? (failed ? "5.0.0" : success ? "2.0.0" : "4.0.0");
     return [
       "",
       ...(spec?.orcpt ? [`Original-Recipient: ${clean(spec.orcpt, 300)}`] : []),
@@ -148,7 +178,7 @@ export function buildReport(input: ReportInput): Uint8Array {
         clean(r.text ?? "", 900)
       }`,
       ...(last ? [`Last-Attempt-Date: ${rfc5322Date(last.at)}`] : []),
-      ...(!failed && r.nextAttempt
+      ...(action === "delayed" && r.nextAttempt
         ? [`Will-Retry-Until: ${rfc5322Date(env.received + cfg.queue.lifetime * 1000)}`]
         : []),
     ];
@@ -181,7 +211,9 @@ export function buildReport(input: ReportInput): Uint8Array {
     ...perRecipient,
     "",
     `--${boundary}`,
-    `Content-Description: ${full ? "Undelivered Message" : "Undelivered Message Headers"}`,
+    `Content-Description: ${
+      success ? "Message Headers" : full ? "Undelivered Message" : "Undelivered Message Headers"
+    }`,
     `Content-Type: ${full ? "message/rfc822" : "text/rfc822-headers"}`,
     "Content-Transfer-Encoding: 8bit",
     "",

@@ -129,11 +129,20 @@ export function resultRecord(
   r: RecipientState,
   res: { outcome: "delivered" | "deferred" | "failed"; dsn: string; text: string; code?: number },
   relay: string,
+  hop?: "passed" | "relayed",
 ): JournalRecord {
   const at = deps.now();
   const text = res.code ? `${res.code} ${res.dsn} ${res.text}` : res.text;
   if (res.outcome === "delivered") {
-    return { t: "delivered", rcpt: r.index, at, dsn: res.dsn, text, relay };
+    return {
+      t: "delivered",
+      rcpt: r.index,
+      at,
+      dsn: res.dsn,
+      text,
+      relay,
+      ...(hop ? { hop } : {}),
+    };
   }
   if (res.outcome === "failed") {
     return { t: "failed", rcpt: r.index, at, dsn: res.dsn, text, relay };
@@ -213,6 +222,19 @@ function groupDue(all: Due[]): Group[] {
   return [...groups.values()];
 }
 
+/**
+ * What became of a delivered recipient's DSN request (RFC 3461 §5.2.2):
+ * a server offering DSN took it on ("passed"); an SMTP relay without DSN
+ * is "relayed"; LMTP and programs are the final destination (undefined).
+ */
+function dsnHop(g: Group, res: SendResult): "passed" | "relayed" | undefined {
+  if (res.dsn) return "passed";
+  if (g.kind !== "net") return undefined;
+  const routed = g.items[0].routed;
+  const kind = routed.type === "deliver" ? routed.destination.kind : "";
+  return kind === "lmtp" ? undefined : "relayed";
+}
+
 function netDest(dest: Destination, domain: string): NetDestination {
   if (dest.kind === "mx") return { kind: "mx", domain, tls: dest.tls };
   return dest as NetDestination;
@@ -246,7 +268,9 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
   const rcpts = g.items.map((d) => d.r);
   const fromResults = (res: SendResult) =>
     out.add(
-      res.recipients.map((x: RecipientResult, i) => resultRecord(deps, rcpts[i], x, res.relay)),
+      res.recipients.map((x: RecipientResult, i) =>
+        resultRecord(deps, rcpts[i], x, res.relay, dsnHop(g, res))
+      ),
     );
   try {
     if (g.kind === "now") {

@@ -96,6 +96,15 @@ export class QueueManager {
     this.#aliasesLoaded = this.#refreshAliases();
   }
 
+  /**
+   * The aliases table the router uses now (RCPT checks consult the same one);
+   * a change of the file is noticed within a second even while no mail flows.
+   */
+  get aliasTable(): AliasTable {
+    this.#refreshAliases().catch(() => {});
+    return this.#aliases;
+  }
+
   /** The outgoing connection cache (its counters are in `stats`). */
   get connectionCache(): ConnectionCache {
     return this.#cache;
@@ -143,6 +152,8 @@ export class QueueManager {
 
   /** Rebuilds the schedule from the spool and starts the periodic scan. */
   async start(): Promise<{ messages: number }> {
+    // The listeners' RCPT checks start after this: they must see the aliases.
+    await this.#aliasesLoaded;
     const n = await this.scan();
     this.#scanTimer = setInterval(() => {
       this.scan().catch((err) => logError("scan failed", { error: String(err) }));

@@ -1,14 +1,22 @@
 /**
  * After each delivery pass: tell the sender about recipients that failed
- * (a bounce) or that have waited longer than delivery.delay_warning (a
- * delay warning), each recipient at most once per kind. The report is
+ * (a bounce), that have waited longer than delivery.delay_warning (a
+ * delay warning), or that asked NOTIFY=SUCCESS and were delivered here or
+ * relayed to a server without DSN (a success notice, RFC 3461 §5.2.2; a
+ * server with DSN took the request on, so nothing is sent from here), each
+ * recipient at most once per kind. The report is
  * queued as a new message with the null sender (so it can never bounce
  * back), then `notified` records are appended; a crash between the two
  * sends the report twice, never zero times.
  */
 import type { Config } from "../config/types.ts";
 import { logEvent } from "../log/log.ts";
-import type { JournalRecord, MessageState, RecipientState } from "../spool/records.ts";
+import type {
+  JournalRecord,
+  MessageState,
+  NoticeAction,
+  RecipientState,
+} from "../spool/records.ts";
 import type { Spool } from "../spool/spool.ts";
 import { buildReport, MAX_RETURNED, notifyTarget, wantsNotice } from "./bounce.ts";
 
@@ -31,6 +39,13 @@ export async function notify(deps: NotifyDeps, state: MessageState): Promise<Mes
     const late = state.recipients.filter((r) => r.status === "deferred" && !r.warned);
     if (late.length > 0) records.push(...await send(deps, state, late, "delayed", now));
   }
+  for (const action of ["delivered", "relayed"] as const) {
+    const done = state.recipients.filter((r) =>
+      r.status === "delivered" && !r.succeeded && successAction(r) === action &&
+      wantsNotice(state, r, action)
+    );
+    if (done.length > 0) records.push(...await send(deps, state, done, action, now));
+  }
   if (records.length === 0) return state;
   await deps.spool.append(state.envelope.id, records);
   return await deps.spool.load(state.envelope.id);
@@ -40,7 +55,7 @@ async function send(
   deps: NotifyDeps,
   state: MessageState,
   rcpts: RecipientState[],
-  action: "failed" | "delayed",
+  action: NoticeAction,
   now: number,
 ): Promise<JournalRecord[]> {
   const target = notifyTarget(deps.cfg, state);
@@ -76,7 +91,9 @@ async function send(
     }
     id = w.id;
     deps.enqueue(id);
-    logEvent(action === "failed" ? "bounce" : "delay warning", {
+    const kind = { failed: "bounce", delayed: "delay warning" }[action as string] ??
+      "success notice";
+    logEvent(kind, {
       id: state.envelope.id,
       to: `<${target.to}>`,
       report: id,
@@ -89,6 +106,13 @@ async function send(
     });
   }
   return rcpts.map((r) => ({ t: "notified", rcpt: r.index, at: now, action, id }));
+}
+
+/** The success action of a delivered recipient: none when its DSN request went on with it. */
+function successAction(r: RecipientState): "delivered" | "relayed" | null {
+  const rec = r.history.findLast((h) => h.t === "delivered");
+  if (!rec || rec.t !== "delivered") return null;
+  return rec.hop === "passed" ? null : rec.hop === "relayed" ? "relayed" : "delivered";
 }
 
 /** The original, or as much as a full return may hold plus one byte (then headers only). */

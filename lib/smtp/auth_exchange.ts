@@ -4,17 +4,18 @@
  * counted per client IP and logged; a client over the limit is refused
  * with 454 before any password is checked.
  */
-import type { AuthThrottle, Credentials } from "../auth/credentials.ts";
+import type { AuthThrottle, Credentials, HashGate } from "../auth/credentials.ts";
 import { decodeLoginField, decodePlain, encodeBase64Text, type SaslLogin } from "../auth/sasl.ts";
 import { logEvent, logWarn } from "../log/log.ts";
 import type { Action } from "./commands.ts";
 import type { Identity } from "./policy.ts";
 import { type Reply, reply } from "./reply.ts";
 
-/** What AUTH needs: the credentials (current after SIGHUP) and the shared throttle. */
+/** What AUTH needs: the credentials (current after SIGHUP), the shared throttle and hash bound. */
 export interface SaslContext {
   credentials: () => Credentials;
   throttle: AuthThrottle;
+  gate: HashGate;
 }
 
 /** The session side: sends a 334 challenge and returns the client's line (null if malformed). */
@@ -62,14 +63,36 @@ export async function runAuth(
   }
   const login = await readLogin(a, io);
   if ("code" in login) return { reply: login };
-  if (await io.sasl.credentials().verify(login.user, login.password)) {
+  // Counted now, before the hash: the limit holds however many sessions try at once.
+  const attempt = io.sasl.throttle.begin(ip);
+  if (!attempt) {
+    logWarn("auth refused", { client: ip, reason: "too many failures" });
+    return { reply: reply(454, "4.7.0", "Too many failed authentications; try again later") };
+  }
+  const slot = io.sasl.gate.tryAcquire();
+  if (!slot) {
+    attempt.release();
+    logWarn("auth refused", { client: ip, reason: "too many checks in progress" });
+    return { reply: reply(454, "4.7.0", "Too many authentications in progress; try again later") };
+  }
+  let ok: boolean;
+  try {
+    ok = await io.sasl.credentials().verify(login.user, login.password);
+  } catch (err) {
+    attempt.release();
+    throw err;
+  } finally {
+    slot();
+  }
+  if (ok) {
+    attempt.release();
     logEvent("auth", { client: ip, user: login.user, mechanism: a.mechanism });
     return {
       reply: reply(235, "2.7.0", "Authentication successful"),
       identity: { kind: "sasl", name: login.user, trusted: false },
     };
   }
-  const count = io.sasl.throttle.fail(ip);
+  const count = attempt.fail();
   // The name is logged as sent (JSON/key=value escaping keeps it on one line).
   logWarn("auth failed", { client: ip, user: login.user, mechanism: a.mechanism, failures: count });
   return { reply: reply(535, "5.7.8", "Authentication credentials invalid") };

@@ -77,6 +77,8 @@ export interface SendResult {
   recipients: RecipientResult[];
   /** Nobody was answered by a server: another server of the destination may be tried. */
   tryNext?: boolean;
+  /** The server offered DSN (RFC 3461), so the NOTIFY/ORCPT/RET/ENVID requests went on with the message. */
+  dsn?: boolean;
 }
 
 /** "host[ip]:port" (or the socket path) for texts and logs. */
@@ -185,5 +187,10 @@ export async function sendMessage(target: SmtpTarget, msg: OutgoingMessage): Pro
   }
   const result = await session.send(msg);
   await session.quit();
-  return { relay: session.relay, recipients: result.recipients, tryNext: result.tryNext };
+  return {
+    relay: session.relay,
+    recipients: result.recipients,
+    tryNext: result.tryNext,
+    dsn: session.extensions.has("DSN"),
+  };
 }

@@ -11,7 +11,7 @@ import type { RecipientSpec } from "../spool/records.ts";
 import type { Config, LimitsConfig, ListenerConfig } from "../config/types.ts";
 import { parseMailFrom, parseRcptTo, type Verb } from "./command.ts";
 import { type MailParams, mailParams, rcptParams } from "./params.ts";
-import { checkRecipient, checkSender, type Identity } from "./policy.ts";
+import { checkRecipient, checkSender, type Identity, isLocalAddress } from "./policy.ts";
 import { type Reply, reply } from "./reply.ts";
 
 /** Negotiated TLS, as recorded in the Received header. */
@@ -59,6 +59,10 @@ export interface CommandEnv {
   canStartTls: boolean;
   /** AUTH is offered now (sasl listener, under TLS or plaintext allowed on loopback). */
   canAuth: boolean;
+  /** Whether a local address names a known user (lib/route/verify.ts); absent: all are taken. */
+  knownRecipient?: (address: string) => boolean;
+  /** The spool's free space (lib/spool/space.ts); absent: not checked. */
+  space?: { fits(size: number): boolean };
 }
 
 /** A fresh session state for a client. */
@@ -142,6 +146,10 @@ function runMail(s: SessionState, arg: string, env: CommandEnv): Reply {
     identity: s.identity,
   });
   if (refused) return refused;
+  // Refuse before the body is sent when it cannot fit (Postfix: 452 4.3.1, RFC 3463 4.3.1).
+  if (env.space && !env.space.fits(params.size ?? env.limits.messageSize)) {
+    return reply(452, "4.3.1", "Insufficient system storage");
+  }
   s.from = parsed.address;
   s.mail = params;
   return OK();
@@ -165,6 +173,18 @@ function runRcpt(s: SessionState, arg: string, env: CommandEnv): Reply {
     identity: s.identity,
   });
   if (refusal) return refusal;
+  // Backscatter: refuse an unknown local user now rather than bounce later. A fixed
+  // destination on the listener (not the router) leaves that to the destination.
+  if (
+    env.knownRecipient && env.listener.destination === "router" &&
+    isLocalAddress(env.cfg, parsed.address) && !env.knownRecipient(parsed.address)
+  ) {
+    return reply(
+      550,
+      "5.1.1",
+      `<${parsed.address}>: Recipient address rejected: User unknown in local recipient table`,
+    );
+  }
   s.recipients.push({ address: parsed.address, ...params });
   return OK();
 }

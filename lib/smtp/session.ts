@@ -6,13 +6,15 @@
  * durable. All session limits live here (STYLE item 5): greeting pause and
  * early talkers, per-command and data timeouts, the whole-session deadline,
  * the error count that ends with 421, unknown and unauthenticated command
- * caps, HTTP verbs.
+ * caps, HTTP verbs, and the write deadline and output bound that drop a
+ * client that never reads.
  */
 import type * as tls from "node:tls";
 import { loginOf } from "../auth/peercred.ts";
 import type { Config, LimitsConfig, ListenerConfig } from "../config/types.ts";
 import { logEvent, logWarn } from "../log/log.ts";
-import { type Conn, TimeoutError } from "../net/conn.ts";
+import { type Conn, OutputBoundError, TimeoutError } from "../net/conn.ts";
+import type { SpaceMonitor } from "../spool/space.ts";
 import type { Spool } from "../spool/spool.ts";
 import { runAuth, type SaslContext } from "./auth_exchange.ts";
 import { parseCommand } from "./command.ts";
@@ -46,6 +48,10 @@ export interface SessionContext {
   sasl?: SaslContext;
   /** Opens the listener's content filter (its milters) for a client; absent without one. */
   openFilter?: (client: FilterClient) => Promise<SessionFilter>;
+  /** The spool's free space: MAIL is refused with 452 when a message would not fit. */
+  space?: SpaceMonitor;
+  /** Whether a local address names a known user; absent when skiff cannot know. */
+  knownRecipient?: (address: string) => boolean;
 }
 
 const HTTP_VERBS = /^(GET|POST|HEAD|PUT|CONNECT|OPTIONS|DELETE|PATCH|TRACE) /i;
@@ -133,6 +139,8 @@ class ServerSession {
       limits: this.#limits,
       canStartTls: l.tls === "starttls" && !st.tls && this.#ctx.secureContext !== undefined,
       canAuth: l.auth === "sasl" && this.#ctx.sasl !== undefined && (st.tls !== null || plainOk),
+      space: this.#ctx.space,
+      knownRecipient: this.#ctx.knownRecipient,
     };
   }
 
@@ -205,6 +213,8 @@ class ServerSession {
   async #send(r: Reply): Promise<void> {
     if (r.code >= 400 && r.code !== 421) this.#errors++;
     this.#pending += formatReply(r);
+    // A client pipelining cheap commands (HELP) without reading must not grow our memory.
+    if (this.#pending.length > this.#limits.outputBuffer) await this.#flush();
     if (!r.close && this.#errors >= this.#limits.errors) {
       this.#pending += formatReply(
         reply(421, "4.7.0", `${this.#cfg.hostname} Error: too many errors`),
@@ -222,11 +232,31 @@ class ServerSession {
     throw new SessionEnd();
   }
 
+  /**
+   * Writes the queued replies. The peer must take them within the command
+   * timeout (and the session deadline), and output may not pile up past
+   * limits.output_buffer: a client that never reads is dropped and logged.
+   */
   async #flush(): Promise<void> {
     if (this.#pending === "") return;
     const out = this.#pending;
     this.#pending = "";
-    await this.#conn.write(encoder.encode(out));
+    // The final 421 of an expired session still gets a second to reach the client.
+    const left = Math.max(1000, this.#deadline - Date.now());
+    try {
+      await this.#conn.write(encoder.encode(out), {
+        timeoutMs: Math.min(this.#limits.commandTimeout * 1000, left),
+        maxQueued: this.#limits.outputBuffer,
+      });
+    } catch (err) {
+      if (!(err instanceof OutputBoundError)) throw err;
+      logWarn("slow reader", {
+        client: this.client,
+        reason: err.timeout ? "write timeout" : "output bound",
+        queued: err.queued,
+      });
+      throw new SessionEnd();
+    }
   }
 
   /** Reads more bytes; false at end of stream. Timeouts end the session with 421. */

@@ -32,7 +32,20 @@ export interface Envelope {
 /** One journal line. `rcpt` is the index into `envelope.recipients`. */
 export type JournalRecord =
   | ({ t: "envelope" } & Envelope)
-  | { t: "delivered"; rcpt: number; at: number; dsn: string; text: string; relay: string }
+  | {
+    t: "delivered";
+    rcpt: number;
+    at: number;
+    dsn: string;
+    text: string;
+    relay: string;
+    /**
+     * Absent: delivered to its final destination. "passed": handed to a
+     * server that took the DSN request on (RFC 3461 §5.2.2: no success
+     * notice from here); "relayed": to one without DSN (§5.2.3).
+     */
+    hop?: "passed" | "relayed";
+  }
   | {
     t: "deferred";
     rcpt: number;
@@ -43,8 +56,11 @@ export type JournalRecord =
     relay?: string;
   }
   | { t: "failed"; rcpt: number; at: number; dsn: string; text: string; relay?: string }
-  /** The sender was told about this recipient (a bounce or delay warning, queued as `id`). */
-  | { t: "notified"; rcpt: number; at: number; action: "failed" | "delayed"; id: string };
+  /** The sender was told about this recipient (a bounce, delay warning or success notice, queued as `id`). */
+  | { t: "notified"; rcpt: number; at: number; action: NoticeAction; id: string };
+
+/** The RFC 3464 actions skiff reports. */
+export type NoticeAction = "failed" | "delayed" | "delivered" | "relayed";
 
 /** Where one recipient stands. */
 export type RecipientStatus = "pending" | "deferred" | "delivered" | "failed";
@@ -66,6 +82,8 @@ export interface RecipientState {
   bounced?: boolean;
   /** A delay warning (action "delayed") covering this recipient was queued. */
   warned?: boolean;
+  /** A success notice (action "delivered" or "relayed", NOTIFY=SUCCESS) was queued. */
+  succeeded?: boolean;
 }
 
 /** A message's state after replay. */
@@ -160,7 +178,8 @@ export function replay(records: JournalRecord[]): MessageState {
     rcpt.history.push(r);
     if (r.t === "notified") {
       if (r.action === "failed") rcpt.bounced = true;
-      else rcpt.warned = true;
+      else if (r.action === "delayed") rcpt.warned = true;
+      else rcpt.succeeded = true;
       continue;
     }
     if (rcpt.status === "delivered" || rcpt.status === "failed") continue;
@@ -191,6 +210,7 @@ type Check =
   | "string"
   | "number"
   | "action"
+  | "hop?"
   | "string?"
   | "string[]?"
   | "params?"
@@ -216,7 +236,7 @@ const SHAPES: Record<JournalRecord["t"], Record<string, Check>> = {
     size: "number",
     params: "params?",
   },
-  delivered: { ...RESULT_FIELDS, relay: "string" },
+  delivered: { ...RESULT_FIELDS, relay: "string", hop: "hop?" },
   deferred: { ...RESULT_FIELDS, until: "number" },
   failed: RESULT_FIELDS,
   notified: { rcpt: "number", at: "number", action: "action", id: "string" },
@@ -244,7 +264,9 @@ function fits(v: unknown, check: Check): boolean {
     case "number":
       return typeof v === "number" && Number.isFinite(v);
     case "action":
-      return v === "failed" || v === "delayed";
+      return v === "failed" || v === "delayed" || v === "delivered" || v === "relayed";
+    case "hop?":
+      return v === undefined || v === "passed" || v === "relayed";
     case "string?":
       return v === undefined || typeof v === "string";
     case "string[]?":
