@@ -25,6 +25,7 @@ auth_plaintext = false
 require_auth = false
 senders = "own"
 destination = "router"
+milters = []
 
 [[listener]]
 address = "unix:./var/run/submit.sock"
@@ -78,6 +79,12 @@ existing_maildirs_only = false
 [log]
 format = "text"
 level = "info"
+
+[milter]
+default_action = "tempfail"
+connect_timeout = 30
+command_timeout = 30
+content_timeout = 300
 
 [sendmail]
 maildrop_dir = "./var/maildrop"

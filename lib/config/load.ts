@@ -74,6 +74,7 @@ const KEYS: Record<string, readonly string[]> = {
     "delivery",
     "route",
     "sendmail",
+    "milter",
   ],
   listener: [
     "address",
@@ -89,6 +90,7 @@ const KEYS: Record<string, readonly string[]> = {
     "senders",
     "destination",
     "limits",
+    "milters",
   ],
   auth: ["credentials", "trusted_users", "max_failures", "failure_window", "concurrent_checks"],
   limits: [
@@ -120,6 +122,7 @@ const KEYS: Record<string, readonly string[]> = {
   local: ["domains", "maildir_root", "verify_recipients", "existing_maildirs_only"],
   log: ["format", "level"],
   sendmail: ["maildrop_dir", "untrusted_sender"],
+  milter: ["default_action", "connect_timeout", "command_timeout", "content_timeout"],
 };
 
 /**
@@ -349,6 +352,20 @@ function readSendmail(r: Reader, t: Table): Config["sendmail"] {
   };
 }
 
+/** [milter]: the default action and the deadlines of the milter protocol. */
+function readMilter(r: Reader, t: Table): Config["milter"] {
+  return {
+    defaultAction: r.oneOf(t, "milter.default_action", "default_action", [
+      "tempfail",
+      "accept",
+      "reject",
+    ]),
+    connectTimeout: r.seconds(t, "milter", "connect_timeout"),
+    commandTimeout: r.seconds(t, "milter", "command_timeout"),
+    contentTimeout: r.seconds(t, "milter", "content_timeout"),
+  };
+}
+
 function readNetworks(r: Reader, t: Table): string[] {
   const nets = r.stringArray(t, "relay_networks", "relay_networks", "CIDR networks");
   return nets.map((n, i) => {
@@ -420,6 +437,7 @@ function build(r: Reader, raw: Table, source: string): Config {
     listeners: readListeners(r, raw.listener),
     auth: readAuth(r, r.table(raw.auth, "auth", "auth")),
     sendmail: readSendmail(r, r.table(raw.sendmail, "sendmail", "sendmail")),
+    milter: readMilter(r, r.table(raw.milter, "milter", "milter")),
     limits: readListenerLimits(r, limits, "limits") as LimitsConfig,
     queue: {
       retryMin: r.seconds(queue, "queue", "retry_min"),
@@ -551,6 +569,12 @@ export function describeConfig(c: Config): string {
     ["unauthenticated_commands", L.unauthenticatedCommands],
     ["greet_pause", L.greetPause],
     ["output_buffer", L.outputBuffer],
+  ]);
+  section("milter", [
+    ["default_action", c.milter.defaultAction],
+    ["connect_timeout", c.milter.connectTimeout],
+    ["command_timeout", c.milter.commandTimeout],
+    ["content_timeout", c.milter.contentTimeout],
   ]);
   section("auth", [
     ["credentials", c.auth.credentials],

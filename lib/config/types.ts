@@ -47,6 +47,8 @@ export interface ListenerConfig {
   destination: string;
   /** Overrides of [limits] for this listener. */
   limits: Partial<LimitsConfig>;
+  /** Milters consulted for mail accepted here, in order: "inet:host:port" or "unix:/path". */
+  milters: string[];
 }
 
 /** Authentication settings shared by the listeners. */
@@ -149,6 +151,16 @@ export interface SendmailConfig {
   untrustedSender: "refuse" | "warn";
 }
 
+/** [milter]: how the listeners' milters are talked to (lib/milter/). */
+export interface MilterConfig {
+  /** What a message gets when a milter is down, slow or broken (Postfix's milter_default_action). */
+  defaultAction: "tempfail" | "accept" | "reject";
+  /** Seconds: connecting, each protocol step, and the end of message (content scan). */
+  connectTimeout: number;
+  commandTimeout: number;
+  contentTimeout: number;
+}
+
 /** The whole configuration. */
 export interface Config {
   /** Where this came from: a file path, or "(embedded default)". */
@@ -162,6 +174,7 @@ export interface Config {
   listeners: ListenerConfig[];
   auth: AuthConfig;
   sendmail: SendmailConfig;
+  milter: MilterConfig;
   limits: LimitsConfig;
   queue: QueueConfig;
   relay: RelayConfig;
