@@ -47,6 +47,7 @@ Deno.test("embedded default parses into the documented values", () => {
       senders: "own",
       destination: "router",
       limits: {},
+      milters: [],
     }, {
       address: { kind: "unix", path: "/srv/skiff/var/run/submit.sock" },
       mode: 0o666,
@@ -60,6 +61,7 @@ Deno.test("embedded default parses into the documented values", () => {
       senders: "own",
       destination: "router",
       limits: {},
+      milters: [],
     }].map((l, i) => i === 1 ? { ...l, auth: "peercred" } : l),
     auth: {
       credentials: "",
@@ -122,6 +124,12 @@ Deno.test("embedded default parses into the documented values", () => {
     },
     routes: [],
     sendmail: { maildropDir: "/srv/skiff/var/maildrop", untrustedSender: "refuse" },
+    milter: {
+      defaultAction: "tempfail",
+      connectTimeout: 30,
+      commandTimeout: 30,
+      contentTimeout: 300,
+    },
   });
 });
 
