@@ -96,4 +96,5 @@ auth_password = ""
 local_mailbox = "maildir"
 mbox_dir = "./var/mail"
 local_users = false
+default_privs = "nobody"
 `;

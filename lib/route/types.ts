@@ -94,4 +94,9 @@ export interface DeliveryConfig {
   mboxDir: string;
   /** Run local deliveries as the recipient's uid/gid (from /etc/passwd) when skiff is root. */
   localUsers: boolean;
+  /**
+   * The user that pipe routes, alias commands and files without `user =`
+   * run as when skiff is root (Postfix's default_privs); never root.
+   */
+  defaultPrivs: string;
 }

@@ -18,7 +18,7 @@
  * attacker can race) to get a `Deno.FsFile` with `lock()`; its dev/ino are
  * compared again all the same.
  */
-import { constants, type Stats } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
 
 const { O_RDONLY, O_WRONLY, O_APPEND, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = constants;
@@ -133,6 +133,35 @@ export async function safeReadFile(path: string, rules: ReadRules): Promise<Safe
     return { bytes: chunk.subarray(0, got), uid: st.uid, stat: st, skipped: false };
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * The synchronous form of safeReadFile for text (the router is synchronous):
+ * null when the file is missing, refused or not UTF-8.
+ */
+export function safeReadTextSync(path: string, rules: ReadRules): string | null {
+  let fd: number;
+  try {
+    fd = openSync(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+  } catch {
+    return null;
+  }
+  try {
+    checkStats(path, fstatSync(fd), rules);
+    const buf = new Uint8Array(rules.limit + 1);
+    let got = 0;
+    while (got < buf.length) {
+      const n = readSync(fd, buf, got, buf.length - got, null);
+      if (n === 0) break;
+      got += n;
+    }
+    if (got > rules.limit) return null;
+    return new TextDecoder("utf-8", { fatal: true }).decode(buf.subarray(0, got));
+  } catch {
+    return null;
+  } finally {
+    closeSync(fd);
   }
 }
 
