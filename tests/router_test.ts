@@ -46,7 +46,12 @@ Deno.test("alias file and command targets run as the expansion's user, never as 
   const r = route(cfg, ctx, encFile, PROTOCOL_ALIAS);
   assert.equal(r.type, "deliver");
   if (r.type === "deliver") {
-    assert.deepEqual(r.destination, { kind: "mbox", path: "/home/u/saved", user: nobody });
+    assert.deepEqual(r.destination, {
+      kind: "mbox",
+      path: "/home/u/saved",
+      user: nobody,
+      file: true,
+    });
     assert.deepEqual(r.runAs, nobody);
   }
   assert.equal(cmd.kind, "pipe");

@@ -27,6 +27,8 @@ export interface MboxDelivery {
   now?: number;
   /** The uid that must own the mailbox: the delivering process's own. */
   uid: number;
+  /** A mailbox directory (mbox_dir, a route's path): refused when others may write it, unless sticky. */
+  sharedDir?: boolean;
 }
 
 const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
@@ -122,8 +124,7 @@ export async function deliverToMbox(opts: MboxDelivery): Promise<void> {
   let lock: string | null = null;
   let file: Deno.FsFile | null = null;
   try {
-    const dir = opts.path.slice(0, opts.path.lastIndexOf("/")) || "/";
-    await checkSharedDir(dir);
+    if (opts.sharedDir) await checkSharedDir(opts.path.slice(0, opts.path.lastIndexOf("/")) || "/");
     lock = await dotlock(opts.path);
     file = await safeOpenAppend(opts.path, {
       owners: [opts.uid],

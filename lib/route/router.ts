@@ -131,12 +131,14 @@ export function route(
   });
   if (protocol === PROTOCOL_ALIAS && (address.startsWith("|") || address.startsWith("/"))) {
     if (address.startsWith("/")) {
+      const privs = defaultPrivs(cfg, ctx);
+      if (privs === undefined) return unknownPrivs(cfg);
       return {
         type: "deliver",
-        destination: { kind: "mbox", path: address, user: null },
+        destination: { kind: "mbox", path: address, user: privs, file: true },
         domain: "",
         user: "",
-        runAs: null,
+        runAs: privs,
         ...limits(),
         why: "file target of an alias or .forward",
       };
@@ -152,7 +154,7 @@ export function route(
     if ("file" in spec) {
       return {
         type: "deliver",
-        destination: { kind: "mbox", path: spec.file, user: privs },
+        destination: { kind: "mbox", path: spec.file, user: privs, file: true },
         domain: "",
         user: who,
         runAs: privs,

@@ -44,7 +44,13 @@ export type Destination =
   }
   | { kind: "program"; command: string[]; user: RunAs | null }
   | { kind: "pipe"; command: string[]; user: RunAs | null }
-  | { kind: "mbox"; path: string; user: RunAs | null }
+  | {
+    kind: "mbox";
+    path: string;
+    user: RunAs | null;
+    /** A /file target of an alias or .forward (not a mailbox under mbox_dir or a route). */
+    file?: boolean;
+  }
   | { kind: "maildir"; path: string; user: RunAs | null }
   | { kind: "discard" }
   | { kind: "error"; dsn: string; text: string };

@@ -13,10 +13,13 @@
  * close-on-exec (fdinfo flags 02000000). FFI on libc would do the same but
  * needs --allow-ffi, which delivery children drop; an lstat + open + fstat
  * dev/ino comparison still blocks in open(2) on a FIFO swapped in between.
- * `node:fs` has no flock, so an mbox is re-opened through
- * /proc/self/fd/N (the very inode already checked, no name lookup an
- * attacker can race) to get a `Deno.FsFile` with `lock()`; its dev/ino are
- * compared again all the same.
+ * `node:fs` has no flock, so an mbox is opened a second time with
+ * `Deno.open` (no create) to get a `Deno.FsFile` with `lock()`, used only
+ * when its dev/ino equal the checked descriptor's, as Postfix's safe_open
+ * compares. (Re-opening /proc/self/fd/N would avoid the second lookup, but
+ * Deno 2.9.6 demands --allow-all for it.) Only the file's owner or the
+ * directory's owner can swap the name in between in a sticky directory,
+ * and the worker doing this runs as the file's owner.
  */
 import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
@@ -196,7 +199,10 @@ export async function safeOpenAppend(path: string, rules: AppendRules): Promise<
   try {
     const st = await fh.stat();
     checkStats(path, st, rules);
-    const file = await Deno.open(`/proc/self/fd/${fh.fd}`, { write: true, append: true });
+    // A second open by name, only to get a lockable Deno.FsFile: it is used
+    // only when it is the very inode checked above (Postfix's safe_open
+    // compares the same way). Deno refuses /proc/self/fd/N without --allow-all.
+    const file = await Deno.open(path, { write: true, append: true });
     const again = await file.stat();
     if (again.dev !== st.dev || again.ino !== st.ino) {
       file.close();

@@ -96,6 +96,7 @@ async function deliverOne(
         deliveredTo: t.address,
         content,
         uid: job.self.uid,
+        sharedDir: !d.file,
       });
       return `Delivered to mbox ${d.path}`;
     case "pipe":
