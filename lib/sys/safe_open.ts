@@ -2,27 +2,38 @@
  * Opening a file that someone else may control (a user's ~/.forward, an mbox
  * in a shared directory, a drop in the world-writable maildrop) without
  * following a symlink and without blocking on a FIFO or device, then judging
- * only the open descriptor — never the name, which can be swapped between a
- * check and the open (Postfix's safe_open(3) and local(8) make the same
- * checks: regular file, one link, right owner, not writable by others).
+ * the open descriptor — not the name, which can be swapped between a check
+ * and the open (Postfix's safe_open(3) and local(8) make the same checks:
+ * regular file, one link, right owner, not writable by others).
  *
- * Why node:fs: `Deno.open` has no O_NOFOLLOW or O_NONBLOCK. Measured under
- * Deno 2.9.6 here: `node:fs` `open(path, number)` passes numeric flags to
- * open(2) unchanged — O_NOFOLLOW gives ELOOP on a symlink, O_NONBLOCK opens a
- * FIFO with no writer at once (read then returns 0), and the descriptor is
- * close-on-exec (fdinfo flags 02000000). FFI on libc would do the same but
- * needs --allow-ffi, which delivery children drop; an lstat + open + fstat
- * dev/ino comparison still blocks in open(2) on a FIFO swapped in between.
- * `node:fs` has no flock, so an mbox is opened a second time with
- * `Deno.open` (no create) to get a `Deno.FsFile` with `lock()`, used only
- * when its dev/ino equal the checked descriptor's, as Postfix's safe_open
- * compares. (Re-opening /proc/self/fd/N would avoid the second lookup, but
- * Deno 2.9.6 demands --allow-all for it.) Only the file's owner or the
- * directory's owner can swap the name in between in a sticky directory,
- * and the worker doing this runs as the file's owner.
+ * What works under Deno 2.9.6, measured here (strace): `Deno.open` has no
+ * O_NOFOLLOW or O_NONBLOCK. `node:fs` `open(path, number)` passes numeric
+ * flags to open(2), and O_NONBLOCK is honoured (a FIFO opens at once, or
+ * ENXIO for writing; the descriptor is close-on-exec), but with granular
+ * permissions (`--allow-read`, as skiff runs; not with `-A`) Deno first
+ * resolves symlinks in the path for its permission check and opens the
+ * resolved path, so O_NOFOLLOW never sees the symlink. FFI on libc open(2)
+ * would need --allow-ffi, which delivery children drop. So this is
+ * Postfix's portable safe_open: lstat the name (a symlink or non-regular
+ * file is refused unopened), open it O_NONBLOCK|O_NOFOLLOW, fstat the
+ * descriptor and require the same device and inode as the lstat (a name
+ * swapped in between — for a symlink, FIFO or anything else — is refused),
+ * then judge the descriptor's links, owner and mode. `node:fs` has no
+ * flock, so an mbox is opened a second time with `Deno.open` (no create)
+ * for a lockable `Deno.FsFile`, used only when it is the same inode.
+ * (Re-opening /proc/self/fd/N would avoid that, but Deno demands
+ * --allow-all for it.)
  */
-import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from "node:fs";
-import { type FileHandle, open } from "node:fs/promises";
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readSync,
+  type Stats,
+} from "node:fs";
+import { type FileHandle, lstat, open } from "node:fs/promises";
 
 const { O_RDONLY, O_WRONLY, O_APPEND, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = constants;
 
@@ -46,6 +57,7 @@ export interface FileRules {
 
 /** Judges an open descriptor's metadata; throws UnsafeFileError naming the first problem. */
 export function checkStats(path: string, st: Stats, rules: FileRules): void {
+  if (st.isSymbolicLink()) throw new UnsafeFileError(path, "a symbolic link");
   if (!st.isFile()) throw new UnsafeFileError(path, `not a regular file (${kindOf(st)})`);
   if (st.nlink !== 1) throw new UnsafeFileError(path, `has ${st.nlink} hard links`);
   if (rules.owners && !rules.owners.includes(st.uid)) {
@@ -73,6 +85,23 @@ function openError(path: string, err: unknown): unknown {
   if (code === "ELOOP") return new UnsafeFileError(path, "a symbolic link");
   if (code === "ENXIO") return new UnsafeFileError(path, "a FIFO or socket");
   return err;
+}
+
+/** lstat(2) of a name; null when it does not exist. */
+async function lstatOrNull(path: string): Promise<Stats | null> {
+  try {
+    return await lstat(path);
+  } catch (err) {
+    if (isMissing(err)) return null;
+    throw err;
+  }
+}
+
+/** The descriptor must be the inode the name showed (nothing swapped in between). */
+function sameFile(path: string, named: Stats, opened: Stats): void {
+  if (named.dev !== opened.dev || named.ino !== opened.ino) {
+    throw new UnsafeFileError(path, "changed while opened");
+  }
 }
 
 function isMissing(err: unknown): boolean {
@@ -104,6 +133,9 @@ export interface SafeRead {
  * or holds more than `limit` bytes (however the file grew after any check).
  */
 export async function safeReadFile(path: string, rules: ReadRules): Promise<SafeRead | null> {
+  const named = await lstatOrNull(path);
+  if (named === null) return null;
+  checkStats(path, named, rules);
   let fh: FileHandle;
   try {
     fh = await open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
@@ -113,6 +145,7 @@ export async function safeReadFile(path: string, rules: ReadRules): Promise<Safe
   }
   try {
     const st = await fh.stat();
+    sameFile(path, named, st);
     checkStats(path, st, rules);
     if (rules.readIf && !rules.readIf(st)) {
       return { bytes: new Uint8Array(0), uid: st.uid, stat: st, skipped: true };
@@ -145,13 +178,18 @@ export async function safeReadFile(path: string, rules: ReadRules): Promise<Safe
  */
 export function safeReadTextSync(path: string, rules: ReadRules): string | null {
   let fd: number;
+  let named: Stats;
   try {
+    named = lstatSync(path);
+    checkStats(path, named, rules);
     fd = openSync(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
   } catch {
     return null;
   }
   try {
-    checkStats(path, fstatSync(fd), rules);
+    const st = fstatSync(fd);
+    sameFile(path, named, st);
+    checkStats(path, st, rules);
     const buf = new Uint8Array(rules.limit + 1);
     let got = 0;
     while (got < buf.length) {
@@ -181,7 +219,10 @@ export interface AppendRules extends FileRules {
  */
 export async function safeOpenAppend(path: string, rules: AppendRules): Promise<Deno.FsFile> {
   let fh: FileHandle | null = null;
+  let named: Stats | null = null;
   for (let i = 0; i < 2 && fh === null; i++) {
+    named = await lstatOrNull(path);
+    if (named) checkStats(path, named, rules);
     try {
       fh = await open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK);
     } catch (err) {
@@ -198,6 +239,8 @@ export async function safeOpenAppend(path: string, rules: AppendRules): Promise<
   if (fh === null) throw new UnsafeFileError(path, "keeps changing while opened");
   try {
     const st = await fh.stat();
+    // Created here: the name must now show what was created.
+    sameFile(path, named ?? await lstat(path), st);
     checkStats(path, st, rules);
     // A second open by name, only to get a lockable Deno.FsFile: it is used
     // only when it is the very inode checked above (Postfix's safe_open
