@@ -142,3 +142,36 @@ Deno.test("pipe arguments: an address starting with '-' is never a whole argumen
   assert.equal(env.RECIPIENT, "bob@example.org");
   assert.equal(env.LOCAL, "bob");
 });
+
+Deno.test("symlinks are refused under skiff's granular permissions too (Deno resolves them before open(2) there)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "skuf-safe-" });
+  try {
+    await Deno.writeTextFile(`${dir}/secret`, "secret text\n");
+    await Deno.symlink(`${dir}/secret`, `${dir}/link`);
+    const lib = new URL("../lib/sys/safe_open.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      `${dir}/probe.ts`,
+      `import { safeOpenAppend, safeReadFile } from ${JSON.stringify(lib)};
+const out: string[] = [];
+for (const f of [() => safeReadFile(${JSON.stringify(`${dir}/link`)}, { limit: 100 }),
+  () => safeOpenAppend(${JSON.stringify(`${dir}/link`)}, { createMode: 0o600 })]) {
+  try { await f(); out.push("opened"); } catch (e) { out.push((e as Error).message); }
+}
+console.log(JSON.stringify(out));
+`,
+    );
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-write", `${dir}/probe.ts`],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+    assert.equal(r.code, 0, text);
+    const out = JSON.parse(new TextDecoder().decode(r.stdout));
+    assert.equal(out.length, 2);
+    for (const m of out) assert.match(m, /a symbolic link/);
+    assert.equal(await Deno.readTextFile(`${dir}/secret`), "secret text\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
