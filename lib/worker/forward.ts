@@ -17,6 +17,8 @@ import { type ForwardTarget, MAX_FORWARD_TARGETS } from "./protocol.ts";
 export const MAX_FORWARD_BYTES = 64 * 1024;
 /** Deepest :include: nesting followed from a .forward. */
 const MAX_INCLUDE_DEPTH = 5;
+/** Most JSON the targets may take in the report (the manager reads at most 64 KiB of it). */
+const MAX_TARGET_JSON = 32 * 1024;
 
 /** What a .forward check found. */
 export type ForwardCheck =
@@ -27,6 +29,9 @@ export type ForwardCheck =
 export async function checkForward(path: string, owner: number): Promise<ForwardCheck> {
   try {
     const targets = await readTargets(path, owner, 0);
+    if (JSON.stringify(targets).length > MAX_TARGET_JSON) {
+      throw new UnsafeFileError(path, `lists more than ${MAX_TARGET_JSON} bytes of targets`);
+    }
     return targets.length === 0 ? { kind: "none" } : { kind: "targets", targets };
   } catch (err) {
     if (err instanceof UnsafeFileError) return { kind: "none", refused: err.message };
