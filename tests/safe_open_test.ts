@@ -175,3 +175,25 @@ console.log(JSON.stringify(out));
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a file grown between the descriptor check and the read is still cut at limit + 1 bytes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "skuf-safe-" });
+  try {
+    const path = `${dir}/drop`;
+    await Deno.writeFile(path, new Uint8Array(10));
+    // readIf runs after fstat and before the read: the file grows right there.
+    const grow = (n: number) => () => {
+      Deno.writeFileSync(path, new Uint8Array(n), { append: true });
+      return true;
+    };
+    await refused(
+      safeReadFile(path, { limit: 1000, readIf: grow(200 * 1024 * 1024 / 100) }),
+      /larger than 1000 bytes/,
+    );
+    await Deno.writeFile(path, new Uint8Array(10));
+    const ok = await safeReadFile(path, { limit: 1000, readIf: grow(500) });
+    assert.equal(ok!.bytes.length, 510, "growth within the limit is read in full");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
