@@ -160,6 +160,52 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    ".forward without local_users: a refused one falls back to the mailbox in the same pass with no 5.4.6 text; a safe one forwards",
+  ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const work = await openDir("skuf-fwd2-");
+    const users: Account[] = [];
+    let server: SkiffServer | null = null;
+    try {
+      const [sl, ok] = [await makeUser(work, "ns"), await makeUser(work, "nf")];
+      users.push(sl, ok);
+      // Not an address: the old router put this line into a 5.4.6 error text and a bounce.
+      const secret = "root:skuf-hash-$6$Zq9:19000:0:99999:7:::";
+      await Deno.writeTextFile(`${work}/shadowish`, `${secret}\n`, { mode: 0o600 });
+      await Deno.symlink(`${work}/shadowish`, `${sl.home}/.forward`);
+      await Deno.writeTextFile(`${ok.home}/.forward`, "carol@localhost\n");
+      await Deno.chown(`${ok.home}/.forward`, ok.uid, ok.gid);
+      await Deno.mkdir(`${work}/srv`);
+      server = await SkiffServer.start({
+        dir: `${work}/srv`,
+        env: await serverEnv(),
+        toml: `[delivery]\nforward = true\nlocal_users = false\n`,
+      });
+      const id = await submitMessage(server.port, {
+        from: "alice@localhost",
+        to: [`${sl.name}@localhost`, `${ok.name}@localhost`],
+      });
+      await server.waitForLog(new RegExp(`\\.forward refused[^\\n]*a symbolic link`), 30_000);
+      await server.waitForLog(new RegExp(`delivered id=${id} to=<${sl.name}@localhost>`), 30_000);
+      await server.waitForLog(/delivered id=\S+ to=<carol@localhost>/, 30_000);
+      assert.equal((await mailIn(`${work}/srv/mail/${sl.name}`)).length, 1);
+      assert.equal((await mailIn(`${work}/srv/mail/carol`)).length, 1, "forwarded");
+      assert.equal((await mailIn(`${work}/srv/mail/${ok.name}`)).length, 0, "not kept");
+      assert.doesNotMatch(server.log, /dsn=5\.4\.6/);
+      const everywhere = server.log + await allText(`${work}/srv`);
+      assert.ok(!everywhere.includes("skuf-hash"), "the protected line leaked");
+    } finally {
+      await server?.stop();
+      await removeUsers(users);
+      await Deno.remove(work, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
 /** Records the environment the program was started with, its cwd, uid and stdin. */
 const RECORD_SH = `#!/bin/sh
 out="$1"
