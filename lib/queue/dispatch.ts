@@ -409,12 +409,21 @@ async function forwarded(
         runAs: first.runAs,
         why: first.forward?.path ?? ".forward",
       });
-      if (routed.type === "expand") await expand(deps, state, { r: d.r, routed }, o.out);
-      else {
+      try {
+        if (routed.type === "expand") await expand(deps, state, { r: d.r, routed }, o.out);
+        else {
+          await o.out.add([resultRecord(deps, d.r, {
+            outcome: "failed",
+            dsn: routed.type === "fail" ? routed.dsn : "5.4.6",
+            text: routed.type === "fail" ? routed.text : "Bad .forward",
+          }, "local")]);
+        }
+      } catch (err) {
+        // Only this recipient is retried; the others' results are already recorded.
         await o.out.add([resultRecord(deps, d.r, {
-          outcome: "failed",
-          dsn: routed.type === "fail" ? routed.dsn : "5.4.6",
-          text: routed.type === "fail" ? routed.text : "Bad .forward",
+          outcome: "deferred",
+          dsn: "4.3.0",
+          text: `Forwarding failed: ${(err as Error).message ?? err}`,
         }, "local")]);
       }
     }
