@@ -121,6 +121,7 @@ Deno.test("embedded default parses into the documented values", () => {
       localMailbox: "maildir",
       mboxDir: "/srv/skiff/var/mail",
       localUsers: false,
+      defaultPrivs: "nobody",
     },
     routes: [],
     sendmail: { maildropDir: "/srv/skiff/var/maildrop", untrustedSender: "refuse" },

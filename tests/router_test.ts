@@ -46,7 +46,12 @@ Deno.test("alias file and command targets run as the expansion's user, never as 
   const r = route(cfg, ctx, encFile, PROTOCOL_ALIAS);
   assert.equal(r.type, "deliver");
   if (r.type === "deliver") {
-    assert.deepEqual(r.destination, { kind: "mbox", path: "/home/u/saved", user: nobody });
+    assert.deepEqual(r.destination, {
+      kind: "mbox",
+      path: "/home/u/saved",
+      user: nobody,
+      file: true,
+    });
     assert.deepEqual(r.runAs, nobody);
   }
   assert.equal(cmd.kind, "pipe");
@@ -60,4 +65,45 @@ Deno.test("alias file and command targets run as the expansion's user, never as 
   // The special forms mean nothing outside an ALIAS message: an SMTP client cannot ask for them.
   const smtp = route(cfg, ctx, encFile, "ESMTP");
   assert.ok(!(smtp.type === "deliver" && ["mbox", "pipe"].includes(smtp.destination.kind)));
+});
+
+Deno.test("pipe routes and alias targets without user= run as default_privs when root, never root", () => {
+  const rootCtx: RouterContext = { ...ctx, root: true };
+  const cmd = '["/usr/bin/true"]';
+  const cfg = testConfig(
+    "/srv/t",
+    `[delivery]\ndefault_privs = "nobody"\n[[route]]\ndomain = "pipe.test"\ntype = "pipe"\ncommand = ${cmd}\n`,
+  );
+  const r = route(cfg, rootCtx, "x@pipe.test");
+  assert.ok(r.type === "deliver" && r.destination.kind === "pipe");
+  assert.deepEqual(r.type === "deliver" && r.runAs, { name: "nobody", uid: 65534, gid: 65534 });
+  // Not root: nothing to switch to, skiff's own user.
+  const mine = route(cfg, ctx, "x@pipe.test");
+  assert.equal(mine.type === "deliver" && mine.runAs, null);
+  // A command expanded while skiff was not root is still never run as root later.
+  const enc = encodeSpecial({ kind: "pipe", command: ["/usr/bin/true"] }, null, "bob@localhost");
+  const later = route(cfg, rootCtx, enc, PROTOCOL_ALIAS);
+  assert.equal(later.type === "deliver" && later.runAs?.uid, 65534);
+  assert.equal(later.type === "deliver" && later.original, "bob@localhost");
+  assert.throws(
+    () => testConfig("/srv/t", `[delivery]\ndefault_privs = "root"\n`),
+    /default_privs/,
+  );
+});
+
+Deno.test(".forward is never read by the router: a worker running as the user checks it", () => {
+  const cfg = testConfig("/srv/t", `[delivery]\nforward = true\n`);
+  let reads = 0;
+  const counting: RouterContext = { ...ctx, readFile: () => (reads++, "evil@example.net") };
+  const r = route(cfg, counting, "root@localhost");
+  assert.equal(reads, 0, "the manager opens no .forward");
+  assert.equal(r.type, "deliver");
+  if (r.type === "deliver") {
+    assert.deepEqual(r.forward, { path: "/root/.forward", owner: 0, deliver: true });
+    assert.equal(r.runAs?.uid, 0);
+    assert.equal(r.destination.kind, "maildir");
+  }
+  // After the worker found none: the mailbox, no second check.
+  const past = route(cfg, { ...ctx, skipForward: true }, "root@localhost");
+  assert.equal(past.type === "deliver" && past.forward, undefined);
 });

@@ -108,4 +108,5 @@ auth_password = ""
 local_mailbox = "maildir"
 mbox_dir = "./var/mail"
 local_users = false
+default_privs = "nobody"
 `;

@@ -11,12 +11,19 @@ import type { Config } from "../config/types.ts";
 import { delaySeconds, logEvent, logWarn } from "../log/log.ts";
 import type { AliasTable } from "../route/aliases.ts";
 import { fixedRoute } from "../route/fixed.ts";
-import { encodeSpecial, PROTOCOL_ALIAS, route, type Routed } from "../route/router.ts";
+import {
+  encodeSpecial,
+  forwardExpansion,
+  PROTOCOL_ALIAS,
+  route,
+  type Routed,
+} from "../route/router.ts";
+import { safeReadTextSync } from "../sys/safe_open.ts";
 import type { Destination } from "../route/types.ts";
 import type { OutgoingMessage, RecipientResult, SendResult } from "../smtp/client.ts";
 import type { JournalRecord, MessageState, RecipientState } from "../spool/records.ts";
 import type { Spool } from "../spool/spool.ts";
-import type { DeliveryJob, JobTarget, WorkerReport } from "../worker/protocol.ts";
+import type { DeliveryJob, JobResult, JobTarget, WorkerReport } from "../worker/protocol.ts";
 import type { RunOptions } from "../worker/run_job.ts";
 import {
   deliverNet,
@@ -180,14 +187,17 @@ async function loops(deps: DispatchDeps, state: MessageState): Promise<boolean> 
   return countReceived(head) > deps.cfg.delivery.maxReceived;
 }
 
+/**
+ * Reads an :include: file of the aliases file (the administrator's): no
+ * symlink followed, no FIFO blocked on, a regular file with one link owned
+ * by root or skiff's user, not writable by others, at most 1 MiB.
+ */
 function readSmall(path: string): string | null {
-  try {
-    const st = Deno.statSync(path);
-    if (!st.isFile || st.size > 1024 * 1024) return null;
-    return Deno.readTextFileSync(path);
-  } catch {
-    return null;
-  }
+  return safeReadTextSync(path, {
+    limit: 1024 * 1024,
+    owners: [0, Deno.uid() ?? 0],
+    noOtherWrite: true,
+  });
 }
 
 /** A set of recipients delivered together. */
@@ -209,6 +219,7 @@ function groupDue(all: Due[]): Group[] {
     const x = d.routed;
     if (x.type === "fail") put("now", "fail", d);
     else if (x.type === "expand") put("expand", d.r.address, d);
+    else if (x.forward) put("local", JSON.stringify(x.runAs), d);
     else {
       const dest = x.destination;
       if (dest.kind === "discard" || dest.kind === "error") put("now", dest.kind, d);
@@ -341,9 +352,10 @@ async function local(deps: DispatchDeps, state: MessageState, g: Group, out: App
     const x = routed as Extract<Routed, { type: "deliver" }>;
     return {
       rcpt: r.index,
-      address: r.address,
+      address: x.original ?? r.address,
       user: x.user || "unknown",
       destination: x.destination,
+      ...(x.forward ? { forward: x.forward } : {}),
     };
   });
   const runAs = (g.items[0].routed as Extract<Routed, { type: "deliver" }>).runAs;
@@ -364,11 +376,13 @@ async function local(deps: DispatchDeps, state: MessageState, g: Group, out: App
       content: async () => (await deps.spool.content(state.envelope.id)).stream,
       ...ids,
     });
+    const known = report.results.filter((x) => byIndex.has(x.rcpt));
     await out.add(
-      report.results.filter((x) => byIndex.has(x.rcpt)).map((x) =>
-        resultRecord(deps, byIndex.get(x.rcpt)!, x, "local")
+      known.filter((x) => x.outcome !== "expand" && x.outcome !== "noforward").map((x) =>
+        resultRecord(deps, byIndex.get(x.rcpt)!, x as JobResult & { outcome: "delivered" }, "local")
       ),
     );
+    await forwarded(deps, state, { items: g.items, results: known, out });
     const missing = g.items.filter(({ r }) => !report.results.some((x) => x.rcpt === r.index));
     await out.add(
       missing.map(({ r }) =>
@@ -394,13 +408,63 @@ async function local(deps: DispatchDeps, state: MessageState, g: Group, out: App
 }
 
 /**
+ * What workers found in ~/.forward files: targets become an ALIAS message
+ * (expanded here, as the forwarding user, with the manager's own checks);
+ * "noforward" recipients are routed past .forward and delivered now.
+ */
+async function forwarded(
+  deps: DispatchDeps,
+  state: MessageState,
+  o: { items: Due[]; results: JobResult[]; out: Appender },
+) {
+  const due = (x: JobResult) => o.items.find(({ r }) => r.index === x.rcpt)!;
+  const again: Due[] = [];
+  const root = Deno.uid() === 0;
+  const ctx = { aliases: deps.aliases(), readFile: readSmall, root, skipForward: true };
+  for (const x of o.results) {
+    const d = due(x);
+    if (x.outcome === "noforward") {
+      again.push({ r: d.r, routed: route(deps.cfg, ctx, d.r.address, state.envelope.protocol) });
+    } else if (x.outcome === "expand" && x.targets) {
+      const first = d.routed as Extract<Routed, { type: "deliver" }>;
+      const routed = forwardExpansion(deps.cfg, {
+        address: d.r.address,
+        targets: x.targets,
+        runAs: first.runAs,
+        why: first.forward?.path ?? ".forward",
+      });
+      try {
+        if (routed.type === "expand") await expand(deps, state, { r: d.r, routed }, o.out);
+        else {
+          await o.out.add([resultRecord(deps, d.r, {
+            outcome: "failed",
+            dsn: routed.type === "fail" ? routed.dsn : "5.4.6",
+            text: routed.type === "fail" ? routed.text : "Bad .forward",
+          }, "local")]);
+        }
+      } catch (err) {
+        // Only this recipient is retried; the others' results are already recorded.
+        await o.out.add([resultRecord(deps, d.r, {
+          outcome: "deferred",
+          dsn: "4.3.0",
+          text: `Forwarding failed: ${(err as Error).message ?? err}`,
+        }, "local")]);
+      }
+    }
+  }
+  await Promise.all(groupDue(again).map((g) => runGroup(deps, state, g, o.out)));
+}
+
+/**
  * Alias or .forward expansion: the targets become a new message (protocol
  * ALIAS, so they are not expanded again and may name commands and files),
  * and the original recipient is done.
  */
 async function expand(deps: DispatchDeps, state: MessageState, d: Due, out: Appender) {
   const x = d.routed as Extract<Routed, { type: "expand" }>;
-  const recipients = x.targets.map((t) => ({ address: encodeSpecial(t, x.runAs) }));
+  const recipients = x.targets.map((t) => ({
+    address: encodeSpecial(t, x.runAs, d.r.address),
+  }));
   if (recipients.length === 0) {
     return await out.add([
       resultRecord(deps, d.r, {

@@ -44,7 +44,13 @@ export type Destination =
   }
   | { kind: "program"; command: string[]; user: RunAs | null }
   | { kind: "pipe"; command: string[]; user: RunAs | null }
-  | { kind: "mbox"; path: string; user: RunAs | null }
+  | {
+    kind: "mbox";
+    path: string;
+    user: RunAs | null;
+    /** A /file target of an alias or .forward (not a mailbox under mbox_dir or a route). */
+    file?: boolean;
+  }
   | { kind: "maildir"; path: string; user: RunAs | null }
   | { kind: "discard" }
   | { kind: "error"; dsn: string; text: string };
@@ -94,4 +100,9 @@ export interface DeliveryConfig {
   mboxDir: string;
   /** Run local deliveries as the recipient's uid/gid (from /etc/passwd) when skiff is root. */
   localUsers: boolean;
+  /**
+   * The user that pipe routes, alias commands and files without `user =`
+   * run as when skiff is root (Postfix's default_privs); never root.
+   */
+  defaultPrivs: string;
 }

@@ -15,6 +15,8 @@ export interface PasswdEntry {
   /** The full name: the GECOS field up to its first comma. */
   fullName: string;
   home: string;
+  /** The login shell (SHELL of a delivery program). */
+  shell: string;
 }
 
 /** Parses passwd(5) text (pure). Malformed lines are skipped. */
@@ -26,7 +28,14 @@ export function parsePasswd(text: string): PasswdEntry[] {
     const uid = Number(f[2]);
     const gid = Number(f[3]);
     if (!Number.isInteger(uid) || !Number.isInteger(gid)) continue;
-    out.push({ name: f[0], uid, gid, fullName: f[4].split(",")[0].trim(), home: f[5] });
+    out.push({
+      name: f[0],
+      uid,
+      gid,
+      fullName: f[4].split(",")[0].trim(),
+      home: f[5],
+      shell: f[6],
+    });
   }
   return out;
 }
