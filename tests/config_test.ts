@@ -108,6 +108,7 @@ Deno.test("embedded default parses into the documented values", () => {
       localUsers: false,
     },
     routes: [],
+    http: { address: null, allowRemote: false, token: "", tokenFile: "" },
     sendmail: { maildropDir: "/srv/skiff/var/maildrop", untrustedSender: "refuse" },
   });
 });

@@ -96,4 +96,10 @@ auth_password = ""
 local_mailbox = "maildir"
 mbox_dir = "./var/mail"
 local_users = false
+
+[http]
+address = ""
+allow_remote = false
+token = ""
+token_file = ""
 `;
