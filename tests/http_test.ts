@@ -10,6 +10,8 @@ import { parseConfig } from "../lib/config/load.ts";
 import { ConfigError } from "../lib/config/load.ts";
 import { authorized, pageOf } from "../lib/http/server.ts";
 import { esc, renderStatusPage } from "../lib/http/status_page.ts";
+import { Collector } from "../lib/http/collector.ts";
+import { summarize } from "../lib/http/snapshot.ts";
 import {
   freePort,
   maildirFiles,
@@ -395,6 +397,38 @@ peerTest(
     } finally {
       await server.stop();
       await server.cleanup();
+    }
+  },
+);
+
+Deno.test("docs/monitoring.md lists exactly the metrics /metrics serves", async () => {
+  const collector = new Collector({
+    queue: () => Promise.resolve(summarize([], Date.now())),
+  });
+  const served = collector.registry.getMetricsAsArray().map((m) => m.name).sort();
+  const doc = await Deno.readTextFile(new URL("../docs/monitoring.md", import.meta.url));
+  const documented = [...doc.matchAll(/^\| `(skiff_[a-z_]+)` *\|/gm)].map((m) => m[1]).sort();
+  assert.deepEqual(documented, served);
+});
+
+const PROMTOOL: Peer = { bin: "/usr/bin/promtool", pkg: "prometheus" };
+
+peerTest(
+  "the sample alert rules in docs/monitoring.md pass promtool check rules",
+  [PROMTOOL],
+  async () => {
+    const doc = await Deno.readTextFile(new URL("../docs/monitoring.md", import.meta.url));
+    const section = doc.slice(doc.indexOf("## Alert rules"));
+    const rules = /```yaml\n([\s\S]*?)```/.exec(section)?.[1];
+    assert.ok(rules, "no yaml block under ## Alert rules");
+    const dir = await Deno.makeTempDir({ prefix: "skiff-rules-" });
+    try {
+      await Deno.writeTextFile(`${dir}/skiff.rules.yml`, rules);
+      const r = await runCommand([PROMTOOL.bin, "check", "rules", `${dir}/skiff.rules.yml`]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /SUCCESS: 6 rules found/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
   },
 );
