@@ -291,6 +291,13 @@ Deno.test({
       assert.equal(basic.status, 200);
       assert.match(basic.headers.get("content-security-policy") ?? "", /default-src 'none'/);
       await basic.body?.cancel();
+      // Bounds hold before the token is even looked at.
+      const long = await fetch(`${base}/?q=${"a".repeat(3000)}`);
+      assert.equal(long.status, 414);
+      await long.body?.cancel();
+      const put = await fetch(`${base}/metrics`, { method: "PUT", body: "x".repeat(100) });
+      assert.equal(put.status, 405);
+      await put.body?.cancel();
     } finally {
       await server.stop();
       await server.cleanup();

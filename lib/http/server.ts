@@ -192,21 +192,22 @@ export async function startHttp(o: HttpOptions): Promise<HttpEndpoint> {
       return text(503, "Too many requests at once; try again", { "retry-after": "1" });
     }
     inFlight++;
+    // A request counts until its work ends, even when the client got its 503 earlier.
+    const work = route(req).finally(() => inFlight--);
     let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<Response>((resolve) => {
+      timer = setTimeout(
+        () => resolve(text(503, `No answer within ${HANDLER_TIMEOUT_MS} ms`)),
+        HANDLER_TIMEOUT_MS,
+      );
+    });
     try {
-      const late = new Promise<Response>((resolve) => {
-        timer = setTimeout(
-          () => resolve(text(503, `No answer within ${HANDLER_TIMEOUT_MS} ms`)),
-          HANDLER_TIMEOUT_MS,
-        );
-      });
-      return await Promise.race([route(req), late]);
+      return await Promise.race([work, late]);
     } catch (err) {
       logWarn("http error", { path: new URL(req.url).pathname, error: String(err) });
       return text(500, "Internal error; see the log");
     } finally {
       clearTimeout(timer);
-      inFlight--;
     }
   };
 
