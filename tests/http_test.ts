@@ -11,7 +11,8 @@ import { ConfigError } from "../lib/config/load.ts";
 import { authorized, pageOf } from "../lib/http/server.ts";
 import { esc, renderStatusPage } from "../lib/http/status_page.ts";
 import { Collector } from "../lib/http/collector.ts";
-import { summarize } from "../lib/http/snapshot.ts";
+import { QueueView, summarize } from "../lib/http/snapshot.ts";
+import { Spool } from "../lib/spool/spool.ts";
 import {
   freePort,
   maildirFiles,
@@ -439,3 +440,36 @@ peerTest(
     }
   },
 );
+
+Deno.test("the queue snapshot is reused for 2 s, then served stale while a new one is read", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "skiff-view-" });
+  try {
+    const spool = new Spool(dir);
+    await spool.init();
+    let now = 1_000_000;
+    const view = new QueueView({ spoolDir: dir, now: () => now });
+    const add = async () => {
+      const w = await spool.begin();
+      await w.write(new TextEncoder().encode("Subject: x\r\n\r\nx\r\n"));
+      await w.commit({
+        id: w.id,
+        from: "a@localhost",
+        recipients: [{ address: "b@localhost" }],
+        received: now,
+        client: { address: "127.0.0.1", helo: "t" },
+        protocol: "SMTP",
+        size: 17,
+      });
+    };
+    assert.equal((await view.entries()).length, 0); // the first read waits for the spool
+    await add();
+    now += 1_000;
+    assert.equal((await view.entries()).length, 0, "reused within 2 s");
+    now += 1_500;
+    assert.equal((await view.entries()).length, 0, "stale at once, a read starts behind it");
+    await waitFor(async () => (await view.entries()).length === 1, 5_000, "the new snapshot");
+    assert.equal((await view.summary()).byState.incoming, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

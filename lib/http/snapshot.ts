@@ -1,9 +1,12 @@
 /**
  * The queue as the monitoring endpoint sees it: the very entries `skiff
  * queue list --json` prints (lib/control/queue_ops.ts listQueue, with the
- * manager's "active" marks), read from the spool at most once per
- * MAX_AGE_MS however many scrapes and page loads arrive (each read opens
- * every queue file), and the figures derived from them.
+ * manager's "active" marks), and the figures derived from them. A read
+ * opens every queue file: about 0.5 ms per message measured here under
+ * load, so seconds for a big queue. So one read runs at a time, and once
+ * there is a snapshot a request gets it at once while a newer one is read
+ * in the background (at most one every MAX_AGE_MS): a scrape never waits
+ * for the spool, and its queue figures are one read old.
  */
 import { listQueue, NO_SCHEDULER, type QueueEntry } from "../control/queue_ops.ts";
 import { AGE_BUCKETS } from "./collector.ts";
@@ -43,13 +46,28 @@ export class QueueView {
     this.#now = opts.now ?? Date.now;
   }
 
-  /** Every queued and held message, oldest first (as `skiff queue list --json`). */
+  /**
+   * Every queued and held message, oldest first (as `skiff queue list
+   * --json`): the latest snapshot (refreshed behind it when older than
+   * MAX_AGE_MS), or the first read.
+   */
   entries(): Promise<QueueEntry[]> {
     const c = this.#cached;
     if (c && this.#now() - c.at < MAX_AGE_MS) return Promise.resolve(c.entries);
+    const read = this.#read();
+    if (c) {
+      read.catch(() => {}); // a failed refresh keeps the old snapshot; the next request retries
+      return Promise.resolve(c.entries);
+    }
+    return read;
+  }
+
+  #read(): Promise<QueueEntry[]> {
+    // Stamped when the read starts: what it finds is at least that fresh.
+    const started = this.#now();
     this.#reading ??= listQueue(this.#spoolDir, { ...NO_SCHEDULER, activeIds: this.#activeIds })
       .then((entries) => {
-        this.#cached = { at: this.#now(), entries };
+        this.#cached = { at: started, entries };
         return entries;
       })
       .finally(() => this.#reading = null);

@@ -79,6 +79,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 td.err{color:var(--bad);font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px;
 word-break:break-word}
 td.id,td.age{white-space:nowrap}
+td.addr{max-width:240px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 td.mono{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px;word-break:break-all}
 .empty{color:var(--muted);font-style:italic}
 .legend span{display:inline-block;margin-right:14px;color:var(--muted);font-size:12px}
@@ -152,8 +153,12 @@ function deferredTable(d: PageData): string {
   const rows = d.oldestDeferred.map((m) =>
     `<tr><td class="mono id">${esc(m.queue_id)}</td>` +
     `<td class="num age">${esc(formatAge(d.now / 1000 - m.arrival_time))}</td>` +
-    `<td class="mono">${esc(clip(m.sender || "<>", 80))}</td>` +
-    `<td class="mono">${esc(clip(m.recipients.join(", "), 120))}</td>` +
+    `<td class="mono addr" title="${esc(clip(m.sender || "<>", 300))}">${
+      esc(clip(m.sender || "<>", 80))
+    }</td>` +
+    `<td class="mono addr" title="${esc(clip(m.recipients.join(", "), 300))}">${
+      esc(clip(m.recipients.join(", "), 120))
+    }</td>` +
     `<td class="num">${m.attempts}</td>` +
     `<td class="err" title="${esc(clip(m.last_error, 1000))}">${
       esc(clip(m.last_error, 200))
@@ -171,6 +176,11 @@ function topTable(d: PageData): string {
   ).join("");
   return `<table id="top-deferred"><thead><tr><th>Destination</th>` +
     `<th class="num">Deferrals</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+function hoursText(minutes: number): string {
+  const h = Math.round(minutes / 60);
+  return h === 1 ? "hour" : `${h} hours`;
 }
 
 function totals(history: MinuteCounts[], minutes: number) {
@@ -223,9 +233,7 @@ ${card("conn-in", "connections in", String(d.connectionsIn))}
 ${card("cache-hit-rate", "conn. cache hits", hitRate)}
 ${card("fsyncs", "fsyncs / message", fsyncs)}
 </div>
-<section><h2>Deliveries and deferrals per minute, last ${
-    Math.round(d.history.length / 60)
-  } hours</h2>
+<section><h2>Deliveries and deferrals per minute, last ${hoursText(d.history.length)}</h2>
 <div class="legend"><span><i style="background:#1f8a4c"></i>delivered</span>` +
     `<span><i style="background:#c77700"></i>deferred</span>` +
     `<span><i style="background:#c0392b"></i>bounced</span></div>
