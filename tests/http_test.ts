@@ -307,7 +307,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "skiff serve refuses a non-loopback [http] address with a config error",
+  name: "skiff serve refuses a non-loopback [http] address, and stops when the address is in use",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
@@ -322,6 +322,24 @@ Deno.test({
       assert.equal(r.code, 78, r.stderr);
       assert.match(r.stderr, /key "http\.address": expected a loopback address/);
       assert.match(r.stderr, /allow_remote = true/);
+      // An address in use stops start-up with the address named (EX_UNAVAILABLE).
+      const busy = Deno.listen({ hostname: "127.0.0.1", port: await freePort() });
+      try {
+        const port = (busy.addr as Deno.NetAddr).port;
+        await Deno.writeTextFile(
+          path,
+          `spool_dir = "${dir}/spool"\n[[listener]]\naddress = "127.0.0.1:${await freePort()}"\n` +
+            `[http]\naddress = "127.0.0.1:${port}"\n`,
+        );
+        const inUse = await runSkiff(["--config", path, "serve"]);
+        assert.equal(inUse.code, 69, inUse.stderr);
+        assert.match(
+          inUse.stderr,
+          new RegExp(`Cannot listen on http\\.address 127\\.0\\.0\\.1:${port}`),
+        );
+      } finally {
+        busy.close();
+      }
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
