@@ -10,7 +10,7 @@
  * token configured, answers 401 to anything without it.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { Config } from "../config/types.ts";
+import type { Config, HostPort } from "../config/types.ts";
 import { formatListenAddress } from "../config/listeners.ts";
 import { formatHostPort } from "../config/load.ts";
 import { logEvent, logWarn } from "../log/log.ts";
@@ -110,90 +110,39 @@ export function pageOf(params: URLSearchParams): { offset: number; limit: number
   return { offset, limit };
 }
 
-/** Starts the endpoint and installs its collector as the metrics sink. */
-export async function startHttp(o: HttpOptions): Promise<HttpEndpoint> {
-  const cfg = o.config;
-  const at = cfg.http.address!;
-  const token = await loadToken(cfg.http);
-  const now = o.now ?? Date.now;
-  const startedAt = now();
-  const view = new QueueView({ spoolDir: cfg.spoolDir, activeIds: o.activeIds, now });
-  const collector = new Collector({ queue: () => view.summary(), now });
-  const configFacts = summarizeConfig(cfg);
-  let inFlight = 0;
+/** Answers requests: bounds and token first, then the three pages. */
+class Pages {
+  readonly collector: Collector;
+  #cfg: Config;
+  #token: string;
+  #now: () => number;
+  #startedAt: number;
+  #view: QueueView;
+  #facts: [string, string][];
+  #inFlight = 0;
 
-  const page = async (): Promise<Response> => {
-    const entries = await view.entries();
-    const html = renderStatusPage({
-      hostname: cfg.hostname,
-      version: VERSION,
-      deno: Deno.version.deno,
-      pid: Deno.pid,
-      startedAt,
-      now: now(),
-      refreshSeconds: REFRESH_SECONDS,
-      queue: summarize(entries, now()),
-      connectionsIn: collector.openInbound,
-      cache: collector.cacheStats,
-      fsyncsPerMessage: collector.fsyncsPerMessage,
-      // Whole hours since start, 1 to 6: a fresh manager's chart is not five hours of nothing.
-      history: collector.history(
-        Math.min(6, Math.max(1, Math.ceil((now() - startedAt) / 3_600_000))) * 60,
-      ),
-      oldestDeferred: oldestDeferred(entries, 10),
-      topDeferred: collector.topDeferred(10),
-      config: configFacts,
+  constructor(o: HttpOptions, token: string) {
+    this.#cfg = o.config;
+    this.#token = token;
+    this.#now = o.now ?? Date.now;
+    this.#startedAt = this.#now();
+    this.#view = new QueueView({
+      spoolDir: o.config.spoolDir,
+      activeIds: o.activeIds,
+      now: this.#now,
     });
-    return respond(200, html, "text/html; charset=utf-8");
-  };
+    this.collector = new Collector({ queue: () => this.#view.summary(), now: this.#now });
+    this.#facts = summarizeConfig(o.config);
+  }
 
-  const queueJson = async (url: URL): Promise<Response> => {
-    const p = pageOf(url.searchParams);
-    if (typeof p === "string") return text(400, p);
-    const entries = await view.entries();
-    const body = {
-      total: entries.length,
-      offset: p.offset,
-      limit: p.limit,
-      messages: entries.slice(p.offset, p.offset + p.limit),
-    };
-    return respond(200, JSON.stringify(body) + "\n", "application/json");
-  };
-
-  const route = async (req: Request): Promise<Response> => {
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      return text(405, `Method ${req.method} is not allowed; use GET`, { allow: "GET, HEAD" });
-    }
-    if (req.url.length > MAX_URL) return text(414, `Request target longer than ${MAX_URL} bytes`);
-    if (req.body !== null || req.headers.has("transfer-encoding")) {
-      return text(413, "Requests to this endpoint carry no body");
-    }
-    if (!authorized(req.headers.get("authorization"), token)) {
-      return text(401, "A valid token is required (Authorization: Bearer TOKEN)", [
-        ["www-authenticate", 'Bearer realm="skiff"'],
-        ["www-authenticate", 'Basic realm="skiff"'],
-      ]);
-    }
-    const url = new URL(req.url);
-    switch (url.pathname) {
-      case "/metrics":
-        return respond(200, await collector.text(), collector.contentType);
-      case "/":
-        return await page();
-      case "/queue.json":
-        return await queueJson(url);
-      default:
-        return text(404, `No page ${url.pathname.slice(0, 100)}; try /, /metrics or /queue.json`);
-    }
-  };
-
-  const handler = async (req: Request): Promise<Response> => {
-    if (inFlight >= MAX_IN_FLIGHT) {
+  /** The Deno.serve handler: the in-flight bound and the answer deadline. */
+  handle = async (req: Request): Promise<Response> => {
+    if (this.#inFlight >= MAX_IN_FLIGHT) {
       return text(503, "Too many requests at once; try again", { "retry-after": "1" });
     }
-    inFlight++;
+    this.#inFlight++;
     // A request counts until its work ends, even when the client got its 503 earlier.
-    const work = route(req).finally(() => inFlight--);
+    const work = this.#route(req).finally(() => this.#inFlight--);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<Response>((resolve) => {
       timer = setTimeout(
@@ -211,38 +160,111 @@ export async function startHttp(o: HttpOptions): Promise<HttpEndpoint> {
     }
   };
 
-  const abort = new AbortController();
-  let closeServer: () => Promise<void> = () => Promise.resolve();
-  const bound = await new Promise<Deno.NetAddr>((resolve, reject) => {
-    try {
-      const server = Deno.serve({
-        hostname: at.host,
-        port: at.port,
-        signal: abort.signal,
-        onListen: (addr) => resolve(addr as Deno.NetAddr),
-        onError: (err) => {
-          logWarn("http error", { error: String(err) });
-          return text(500, "Internal error; see the log");
-        },
-      }, handler);
-      server.finished.catch(() => {});
-      closeServer = () => server.shutdown();
-    } catch (err) {
-      reject(
-        new Error(`Cannot listen on http.address ${formatHostPort(at)}: ${(err as Error).message}`),
-      );
+  async #route(req: Request): Promise<Response> {
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      return text(405, `Method ${req.method} is not allowed; use GET`, { allow: "GET, HEAD" });
     }
-  });
-  installMetrics(collector);
-  const address = formatHostPort({ host: bound.hostname, port: bound.port });
+    if (req.url.length > MAX_URL) return text(414, `Request target longer than ${MAX_URL} bytes`);
+    if (req.body !== null || req.headers.has("transfer-encoding")) {
+      return text(413, "Requests to this endpoint carry no body");
+    }
+    if (!authorized(req.headers.get("authorization"), this.#token)) {
+      return text(401, "A valid token is required (Authorization: Bearer TOKEN)", [
+        ["www-authenticate", 'Bearer realm="skiff"'],
+        ["www-authenticate", 'Basic realm="skiff"'],
+      ]);
+    }
+    const url = new URL(req.url);
+    switch (url.pathname) {
+      case "/metrics":
+        return respond(200, await this.collector.text(), this.collector.contentType);
+      case "/":
+        return await this.#page();
+      case "/queue.json":
+        return await this.#queueJson(url);
+      default:
+        return text(404, `No page ${url.pathname.slice(0, 100)}; try /, /metrics or /queue.json`);
+    }
+  }
+
+  async #page(): Promise<Response> {
+    const entries = await this.#view.entries();
+    const now = this.#now();
+    const c = this.collector;
+    // Whole hours since start, 1 to 6: a fresh manager's chart is not five hours of nothing.
+    const hours = Math.min(6, Math.max(1, Math.ceil((now - this.#startedAt) / 3_600_000)));
+    const html = renderStatusPage({
+      hostname: this.#cfg.hostname,
+      version: VERSION,
+      deno: Deno.version.deno,
+      pid: Deno.pid,
+      startedAt: this.#startedAt,
+      now,
+      refreshSeconds: REFRESH_SECONDS,
+      queue: summarize(entries, now),
+      connectionsIn: c.openInbound,
+      cache: c.cacheStats,
+      fsyncsPerMessage: c.fsyncsPerMessage,
+      history: c.history(hours * 60),
+      oldestDeferred: oldestDeferred(entries, 10),
+      topDeferred: c.topDeferred(10),
+      config: this.#facts,
+    });
+    return respond(200, html, "text/html; charset=utf-8");
+  }
+
+  async #queueJson(url: URL): Promise<Response> {
+    const p = pageOf(url.searchParams);
+    if (typeof p === "string") return text(400, p);
+    const entries = await this.#view.entries();
+    const body = {
+      total: entries.length,
+      offset: p.offset,
+      limit: p.limit,
+      messages: entries.slice(p.offset, p.offset + p.limit),
+    };
+    return respond(200, JSON.stringify(body) + "\n", "application/json");
+  }
+}
+
+/** Binds Deno.serve; throws with the address named when it cannot. */
+function listen(
+  at: HostPort,
+  handler: (req: Request) => Promise<Response>,
+): Deno.HttpServer<Deno.NetAddr> {
+  try {
+    const server = Deno.serve({
+      hostname: at.host,
+      port: at.port,
+      onListen: () => {}, // logged by startHttp, in skiff's own format
+      onError: (err) => {
+        logWarn("http error", { error: String(err) });
+        return text(500, "Internal error; see the log");
+      },
+    }, handler);
+    server.finished.catch(() => {});
+    return server;
+  } catch (err) {
+    const why = (err as Error).message;
+    throw new Error(`Cannot listen on http.address ${formatHostPort(at)}: ${why}`);
+  }
+}
+
+/** Starts the endpoint and installs its collector as the metrics sink. */
+export async function startHttp(o: HttpOptions): Promise<HttpEndpoint> {
+  const token = await loadToken(o.config.http);
+  const pages = new Pages(o, token);
+  const server = listen(o.config.http.address!, pages.handle);
+  const addr = server.addr;
+  installMetrics(pages.collector);
+  const address = formatHostPort({ host: addr.hostname, port: addr.port });
   logEvent("http listening", { address, token: token === "" ? "none" : "required" });
   return {
     address,
-    collector,
+    collector: pages.collector,
     close: async () => {
       installMetrics(null);
-      abort.abort();
-      await closeServer().catch(() => {});
+      await server.shutdown().catch(() => {});
     },
   };
 }
