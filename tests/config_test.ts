@@ -124,6 +124,7 @@ Deno.test("embedded default parses into the documented values", () => {
       defaultPrivs: "nobody",
     },
     routes: [],
+    http: { address: null, allowRemote: false, token: "", tokenFile: "" },
     sendmail: { maildropDir: "/srv/skiff/var/maildrop", untrustedSender: "refuse" },
     milter: {
       defaultAction: "tempfail",

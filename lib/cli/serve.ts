@@ -5,7 +5,8 @@
  * gracefully, SIGUSR2 flushes the queue, SIGHUP re-reads the config and
  * the listeners' TLS certificates and SASL credentials; SIGUSR1 is blocked
  * before this runs (main.ts, lib/sys/sigusr1.ts). The control socket and maildrop
- * pickup come from lib/control/attach.ts.
+ * pickup come from lib/control/attach.ts; the monitoring endpoint ([http])
+ * from lib/http/server.ts, loaded only when configured.
  */
 import type { Config } from "../config/types.ts";
 import { type ListenerGroup, startListeners } from "../listen/mod.ts";
@@ -17,6 +18,7 @@ import { attachControl, type Attached } from "../control/attach.ts";
 import { VERSION } from "../version.ts";
 import { EX_TEMPFAIL, EX_UNAVAILABLE } from "./exit_codes.ts";
 import { lockHolderPid, tryLockSpool } from "./spool_lock.ts";
+import type { HttpEndpoint } from "../http/server.ts";
 
 /** Runs the manager until a stop signal; returns the exit code. */
 export async function serve(cfg: Config): Promise<number> {
@@ -39,6 +41,19 @@ export async function serve(cfg: Config): Promise<number> {
   const { removedPartials } = await spool.init();
   await lock.writePid();
   const manager = new QueueManager({ config: cfg, spool });
+  // The metrics sink goes in before anything is counted; other commands never load prom-client.
+  let http: HttpEndpoint | null = null;
+  if (cfg.http.address) {
+    try {
+      const { startHttp } = await import("../http/server.ts");
+      http = await startHttp({ config: cfg, activeIds: () => manager.activeIds() });
+    } catch (err) {
+      logError("http failed", { error: (err as Error).message });
+      console.error(`skiff: ${(err as Error).message}`);
+      lock.release();
+      return EX_UNAVAILABLE;
+    }
+  }
   const { messages } = await manager.start();
   logEvent("starting", {
     version: VERSION,
@@ -58,6 +73,7 @@ export async function serve(cfg: Config): Promise<number> {
   } catch (err) {
     logError("listener failed", { error: (err as Error).message });
     console.error(`skiff: ${(err as Error).message}`);
+    await http?.close();
     await manager.stop();
     return EX_UNAVAILABLE;
   }
@@ -85,6 +101,7 @@ export async function serve(cfg: Config): Promise<number> {
     logError("control socket failed", { error: (err as Error).message });
     console.error(`skiff: ${(err as Error).message}`);
     await group.close(0);
+    await http?.close();
     await manager.stop();
     return EX_UNAVAILABLE;
   }
@@ -93,6 +110,7 @@ export async function serve(cfg: Config): Promise<number> {
   logEvent("stopping", { signal });
   await control.close();
   await group.close(10_000);
+  await http?.close();
   await manager.stop();
   lock.release();
   logEvent("stopped", {});

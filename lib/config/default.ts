@@ -109,4 +109,10 @@ local_mailbox = "maildir"
 mbox_dir = "./var/mail"
 local_users = false
 default_privs = "nobody"
+
+[http]
+address = ""
+allow_remote = false
+token = ""
+token_file = ""
 `;

@@ -15,6 +15,7 @@ import { DEFAULT_CONFIG_TOML } from "./default.ts";
 import { describeListener, readListenerLimits, readListeners } from "./listeners.ts";
 import type { Config, HostPort, LimitsConfig, LogConfig } from "./types.ts";
 import { describeRouting, readDelivery, readRoutes } from "../route/config.ts";
+import { describeHttp, readHttp } from "../http/config.ts";
 
 /** Where the configuration came from when no file was given. */
 export const EMBEDDED_SOURCE = "(embedded default)";
@@ -75,6 +76,7 @@ const KEYS: Record<string, readonly string[]> = {
     "route",
     "sendmail",
     "milter",
+    "http",
   ],
   listener: [
     "address",
@@ -430,6 +432,7 @@ function build(r: Reader, raw: Table, source: string): Config {
   const config: Config = {
     delivery: readDelivery(routeCtx, raw.delivery),
     routes: readRoutes(routeCtx, raw.route),
+    http: readHttp(routeCtx, raw.http),
     source,
     hostname,
     spoolDir: r.path(raw, "spool_dir", "spool_dir"),
@@ -610,5 +613,6 @@ export function describeConfig(c: Config): string {
     ["untrusted_sender", c.sendmail.untrustedSender],
   ]);
   lines.push(...describeRouting({ inline, formatHostPort }, c.delivery, c.routes));
+  lines.push(...describeHttp({ inline, formatHostPort }, c.http));
   return lines.join("\n") + "\n";
 }

@@ -6,6 +6,7 @@
  */
 import type { DeliveryConfig, RouteConfig } from "../route/types.ts";
 import type { SocketOwner } from "./owner.ts";
+import type { HttpConfig } from "../http/config.ts";
 
 /** A host and port, e.g. a listener address or a relayhost. */
 export interface HostPort {
@@ -184,4 +185,6 @@ export interface Config {
   delivery: DeliveryConfig;
   /** Per-domain destinations ([[route]]), in file order. */
   routes: RouteConfig[];
+  /** The monitoring endpoint ([http], lib/http/config.ts). */
+  http: HttpConfig;
 }

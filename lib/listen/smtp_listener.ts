@@ -10,6 +10,7 @@ import { peerCred } from "../auth/peercred.ts";
 import { formatListenAddress } from "../config/listeners.ts";
 import type { ListenerConfig } from "../config/types.ts";
 import { logEvent, logWarn } from "../log/log.ts";
+import { metrics } from "../metrics/metrics.ts";
 import { Conn } from "../net/conn.ts";
 import { formatReply, reply } from "../smtp/reply.ts";
 import { runSession, type SessionContext } from "../smtp/session.ts";
@@ -42,6 +43,7 @@ export async function startSmtpListener(
     // RFC 5321 §3.8: a server that cannot take the connection answers 421 and closes.
     socket.end(formatReply(reply(421, "4.3.2", `${ctx.config.hostname} Error: ${why}`)));
     logWarn("connection refused", { client: socket.remoteAddress ?? "unix", reason: why });
+    metrics.rejected(formatListenAddress(lc.address), 421, "4.3.2");
   };
   const accept = async (socket: net.Socket, ip: string) => {
     let conn: Conn;

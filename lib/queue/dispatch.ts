@@ -36,6 +36,7 @@ import { countReceived, headerOf } from "./bounce.ts";
 import type { DestinationLimiter } from "./limits.ts";
 import { notify } from "./notify.ts";
 import { retryDelayMs } from "./retry.ts";
+import { metrics } from "../metrics/metrics.ts";
 
 /** What a delivery pass needs from the manager. */
 export interface DispatchDeps {
@@ -109,6 +110,7 @@ class Appender {
     const run = this.#chain.then(async () => {
       await this.deps.spool.append(this.state.envelope.id, records);
       for (const r of records) logResult(this.state, r);
+      for (const r of records) metrics.result(this.state, r);
     });
     this.#chain = run.catch(() => {});
     return run;

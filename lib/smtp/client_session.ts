@@ -12,6 +12,7 @@ import { type ClientReply, printable, ReplyParser, ReplyProtocolError } from "./
 import { Conn } from "../net/conn.ts";
 import { type TlsInfo, type Wire, WireTimeout } from "./client_conn.ts";
 import { concatBytes } from "../sys/bytes.ts";
+import { metrics } from "../metrics/metrics.ts";
 import { DotStuffer, needsUtf8, xtext } from "./client_data.ts";
 import type { Outcome, OutgoingMessage, RecipientResult } from "./client.ts";
 
@@ -122,6 +123,7 @@ export class SmtpSession {
   #ext = new Map<string, string>();
   #tls: TlsInfo | null = null;
   #broken = false;
+  #closed = metrics.connectionOut();
   /** Transactions completed on this session. */
   transactions = 0;
 
@@ -311,6 +313,7 @@ export class SmtpSession {
   destroy(): void {
     this.#broken = true;
     this.#wire.destroy();
+    this.#closed();
   }
 
   /** One transaction: every recipient of msg gets an outcome. Never throws. */

@@ -21,6 +21,7 @@ import {
   TORN_MARK,
 } from "./records.ts";
 import { concatBytes } from "../sys/bytes.ts";
+import { metrics } from "../metrics/metrics.ts";
 
 /** Content is handed to the kernel in writes of about this size. */
 const FLUSH_SIZE = 64 * 1024;
@@ -214,6 +215,7 @@ export class Spool {
       const last = await readUpTo(file, 1);
       await writeAll(file, last[0] === NEWLINE[0] ? lines : concatBytes([TORN_REPAIR, lines]));
       await file.syncData();
+      metrics.fsync("data");
     } finally {
       file.close();
     }
@@ -329,6 +331,7 @@ export class SpoolWriter {
         await writeAll(this.#file, concatBytes([header, ...tail]));
       }
       await this.#file.syncData();
+      metrics.fsync("data");
       this.#file.close();
       this.#state = "closed";
       await Deno.rename(this.#partial, this.#final);

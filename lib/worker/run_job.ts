@@ -9,6 +9,7 @@
 import { type DeliveryJob, parseReport, type WorkerReport } from "./protocol.ts";
 import { selfCommand } from "./self_command.ts";
 import { concatBytes } from "../sys/bytes.ts";
+import { metrics } from "../metrics/metrics.ts";
 
 /** Reports larger than this are garbage by definition. */
 const MAX_REPORT_BYTES = 64 * 1024;
@@ -61,13 +62,22 @@ export async function runWorkerJob(job: DeliveryJob, opts: RunOptions): Promise<
     const out = await readBounded(child.stdout, MAX_REPORT_BYTES);
     const status = await child.status;
     await feed;
-    if (timedOut) throw new Error(`Worker timed out after ${opts.timeoutMs} ms and was killed`);
+    if (timedOut) {
+      metrics.workerFailure("timeout");
+      throw new Error(`Worker timed out after ${opts.timeoutMs} ms and was killed`);
+    }
     if (!status.success) {
+      metrics.workerFailure("exit");
       const how = status.signal ? `signal ${status.signal}` : `exit code ${status.code}`;
       throw new Error(`Worker failed with ${how}`);
     }
     const line = out.split("\n").find((l) => l.trim() !== "") ?? "";
-    return parseReport(line, job.file);
+    try {
+      return parseReport(line, job.file);
+    } catch (err) {
+      metrics.workerFailure("report");
+      throw err;
+    }
   } finally {
     clearTimeout(timer);
   }
