@@ -14,6 +14,7 @@ import {
   replay,
   TORN_MARK,
 } from "../lib/spool/mod.ts";
+import { arbEnvelope as arbValidEnvelope } from "./fuzz_arbitraries.ts";
 
 const ENVELOPE: Envelope = {
   id: "0000000000000ABCD",
@@ -113,20 +114,39 @@ Deno.test("encodeRecords refuses records it could not read back", () => {
   assert.throws(() => encodeRecords([{ t: "nope" } as unknown as JournalRecord]), /unknown type/);
 });
 
-Deno.test("envelope strings cannot break the line format", () => {
+Deno.test("result strings with CR/LF cannot break the line format", () => {
   const nasty = 'evil\r\n{"t":"delivered"}\n\u2028\u0000\t' + TORN_MARK;
-  const env: JournalRecord = {
-    ...ENV_RECORD,
-    from: nasty,
-    recipients: [{ address: nasty, orcpt: nasty, notify: [nasty] }],
-    client: { address: nasty, helo: nasty, auth: nasty },
-    params: { [nasty]: nasty },
-  };
-  const out = text([env, failed(0, 1)]);
+  const bad: JournalRecord = { t: "failed", rcpt: 0, at: 1, dsn: nasty, text: nasty, relay: nasty };
+  const out = text([ENV_RECORD, bad]);
   assert.equal(out.split("\n").length, 3); // two lines and the "" after the last "\n"
   assert.ok(!out.includes("\r"));
   assert.ok(!out.includes("\t"));
-  assert.deepEqual(parseJournal(out), [env, failed(0, 1)]);
+  assert.deepEqual(parseJournal(out), [ENV_RECORD, bad]);
+});
+
+Deno.test("an envelope field no SMTP client could send is refused on write and on read", () => {
+  const nasty = 'evil\r\n{"t":"delivered"}\n\u2028\u0000\t' + TORN_MARK;
+  const cases: [string, Partial<Envelope>][] = [
+    ["from", { from: nasty }],
+    ["recipient 1", { recipients: [{ address: nasty }] }],
+    ["recipient 1 ORCPT", { recipients: [{ address: "a@b.example", orcpt: nasty }] }],
+    ["recipient 1 NOTIFY", { recipients: [{ address: "a@b.example", notify: [nasty] }] }],
+    ["client.address", { client: { address: nasty, helo: "h" } }],
+    ["client.helo", { client: { address: "192.0.2.1", helo: nasty } }],
+    ["client.auth", { client: { address: "192.0.2.1", helo: "h", auth: nasty } }],
+    [`params.${nasty}`, { params: { [nasty]: "x" } }],
+    ["params.ENVID", { params: { ENVID: nasty } }],
+  ];
+  for (const [field, change] of cases) {
+    const env: JournalRecord = { ...ENV_RECORD, ...change };
+    assert.throws(() => encodeRecords([env]), { name: "EnvelopeError", field }, field);
+    // A hand-edited journal: JSON.stringify writes the line encodeRecords would refuse.
+    assert.throws(
+      () => parseJournal(JSON.stringify(env) + "\n"),
+      (e: Error) => e.name === "JournalError" && e.message.includes(`Bad envelope ${field}:`),
+      field,
+    );
+  }
 });
 
 Deno.test("replay: envelope only", () => {
@@ -241,22 +261,11 @@ Deno.test("replay: malformed journals throw", () => {
 
 const str = fc.string({ unit: "binary", maxLength: 12 });
 const time = fc.integer({ min: 0, max: 2 ** 45 });
-const arbEnvelope: fc.Arbitrary<JournalRecord> = fc.record({
-  t: fc.constant("envelope" as const),
-  id: str,
-  from: str,
-  recipients: fc.array(
-    fc.record({ address: str, orcpt: str, notify: fc.array(str, { maxLength: 3 }) }, {
-      requiredKeys: ["address"],
-    }),
-    { minLength: 1, maxLength: 4 },
-  ),
-  received: time,
-  client: fc.record({ address: str, helo: str, auth: str }, { requiredKeys: ["address", "helo"] }),
-  protocol: fc.constantFrom("SMTP", "ESMTP"),
-  size: fc.nat(),
-  params: fc.dictionary(str, str, { maxKeys: 3 }),
-}, { requiredKeys: ["t", "id", "from", "recipients", "received", "client", "protocol", "size"] });
+/** Envelopes the SMTP server could write (the journal refuses any other, see envelope_check). */
+const arbEnvelope: fc.Arbitrary<JournalRecord> = arbValidEnvelope.map((e) => ({
+  t: "envelope" as const,
+  ...e,
+}));
 const arbResult: fc.Arbitrary<JournalRecord> = fc.oneof(
   fc.record({
     t: fc.constant("delivered" as const),
