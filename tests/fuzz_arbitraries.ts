@@ -18,7 +18,7 @@ const ATEXT = "abcxyzABZ0129!#$%&'*+-/=?^_`{|}~".split("");
 const atom = fc.array(fc.constantFrom(...ATEXT, "é", "ß", "中"), { minLength: 1, maxLength: 8 })
   .map((a) => a.join(""));
 const dotString = fc.array(atom, { minLength: 1, maxLength: 3 }).map((a) => a.join("."));
-const quoted = fc.array(fc.constantFrom("a", " ", "\\\"", "\\\\", "@", ".", "<", ",", "ü"), {
+const quoted = fc.array(fc.constantFrom("a", " ", '\\"', "\\\\", "@", ".", "<", ",", "ü"), {
   maxLength: 8,
 }).map((a) => `"${a.join("")}"`);
 const label = fc.stringMatching(/^[a-z0-9](?:[a-z0-9-]{0,10}[a-z0-9])?$/);
