@@ -8,6 +8,7 @@
  * with "\r\nRSET\r\nMAIL FROM:..." made the relay see a forged transaction).
  */
 import type { OutgoingMessage } from "./client.ts";
+import { quote } from "./envelope_check.ts";
 import { encodeXtext } from "./params.ts";
 
 /** A line to send, or why it was refused (the affected recipients fail with this text). */
@@ -20,8 +21,8 @@ const BAD_ADDRESS = /[\p{Cc}\p{Zl}\p{Zp}<>]/u;
 /** RFC 3461 §4.1: NOTIFY values. */
 const NOTIFY = /^(?:NEVER|(?:SUCCESS|FAILURE|DELAY)(?:,(?:SUCCESS|FAILURE|DELAY)){0,2})$/;
 
-/** JSON quoting: shows CR, LF and other controls escaped, never raw, in texts and logs. */
-const show = (s: string) => JSON.stringify(s.length > 100 ? s.slice(0, 100) + "..." : s);
+/** Quoting that shows CR, LF and every other control escaped, never raw, in texts and logs. */
+const show = (s: string) => quote(s, 100);
 
 /**
  * True when `line` may be written as one command: printable, no control

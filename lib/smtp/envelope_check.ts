@@ -38,14 +38,23 @@ export const DESTINATION = /^(router|(smtp|lmtp|maildir|discard):[\x21-\x7e]*)$/
 
 /** Envelope protocols skiff itself writes for messages it makes (router.ts, bounce.ts). */
 const ALIAS = "ALIAS";
-/** Same bound as a SASL user name (lib/auth/sasl.ts). */
-const MAX_AUTH = 255;
+/** The longest user name SASL LOGIN lets through (lib/auth/sasl.ts). */
+const MAX_AUTH = 1024;
 
-/** A value quoted for an error text: JSON escapes CR, LF and every control. */
-function show(v: unknown): string {
-  const s = JSON.stringify(v) ?? String(v);
-  return s.length > 120 ? s.slice(0, 120) + '..."' : s;
+/**
+ * A value quoted for an error text or log line: JSON quoting, plus \uXXXX
+ * for what JSON leaves raw (DEL, C1 controls such as U+0085, line and
+ * paragraph separators, bidi and other invisible format characters), so a
+ * bad value can never break or disguise the line it is shown on.
+ */
+export function quote(v: unknown, max = 120): string {
+  const s = (JSON.stringify(v) ?? String(v)).replace(
+    /[\x7f-\x9f\u2028\u2029\p{Cf}\p{Cs}]/gu,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+  return s.length > max ? s.slice(0, max) + '..."' : s;
 }
+const show = (v: unknown) => quote(v);
 
 function why(r: Reply): string {
   return `${r.code} ${r.enhanced ?? ""} ${[r.text].flat().join(" ")}`.replace(/ +/g, " ");
@@ -160,7 +169,8 @@ const OWN_PARAMS: Record<string, RegExp> = {
  */
 export function checkParams(params: Record<string, string>, allowed?: readonly string[]): void {
   for (const [key, value] of Object.entries(params)) {
-    const field = `params.${key}`;
+    // The key is input too: quoted unless it is a plain name, so no error or log line carries a raw control.
+    const field = `params.${/^[A-Za-z0-9_-]{1,40}$/.test(key) ? key : show(key)}`;
     if (typeof value !== "string") throw new EnvelopeError(field, "not a string");
     if (allowed && !allowed.includes(key)) throw new EnvelopeError(field, "not allowed here");
     if (Object.hasOwn(OWN_PARAMS, key)) {
@@ -199,7 +209,8 @@ function checkClient(c: Envelope["client"]): void {
   }
   if (c.helo !== "" && !validHeloArg(c.helo)) throw new EnvelopeError("client.helo", show(c.helo));
   if (c.auth !== undefined) {
-    if (c.auth === "" || c.auth.length > MAX_AUTH || UNSAFE.test(c.auth)) {
+    // A user name from the credentials file or the passwd database: any printable text.
+    if (c.auth === "" || c.auth.length > MAX_AUTH || /\p{Cc}/u.test(c.auth)) {
       throw new EnvelopeError("client.auth", show(c.auth));
     }
   }
