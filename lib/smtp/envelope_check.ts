@@ -13,7 +13,7 @@
 import { isIP } from "node:net";
 import type { Envelope, RecipientSpec } from "../spool/records.ts";
 import { isQueueId } from "../spool/queue_id.ts";
-import { parseMailbox, parseMailFrom, parseRcptTo, UNSAFE } from "./command.ts";
+import { parseMailbox, parseMailFrom, parseRcptTo } from "./command.ts";
 import { validHeloArg } from "./commands.ts";
 import { encodeXtext, mailParams, rcptParams } from "./params.ts";
 import type { Reply } from "./reply.ts";
