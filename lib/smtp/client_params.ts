@@ -8,6 +8,7 @@
  * with "\r\nRSET\r\nMAIL FROM:..." made the relay see a forged transaction).
  */
 import type { OutgoingMessage } from "./client.ts";
+import { parseMailbox } from "./command.ts";
 import { quote } from "./envelope_check.ts";
 import { encodeXtext } from "./params.ts";
 
@@ -16,8 +17,15 @@ export type Built = { line: string } | { error: string };
 
 /** RFC 5321 §4.1.2 esmtp-keyword and (ASCII) esmtp-value: no space, "=" or control inside. */
 const PARAM = /^[A-Za-z0-9][A-Za-z0-9-]*(?:=[\x21-\x3c\x3e-\x7e]+)?$/;
-/** Never in an address inside "<...>": controls, line separators, angle brackets. */
-const BAD_ADDRESS = /[\p{Cc}\p{Zl}\p{Zp}<>]/u;
+/**
+ * True when an address cannot go inside "<...>": a control or line
+ * separator anywhere, or an angle bracket outside a quoted local part
+ * (`"a>b"@example.org` is a valid mailbox; `a@b> NOTIFY=...` is not).
+ */
+export function unsendableAddress(address: string): boolean {
+  if (/[\p{Cc}\p{Zl}\p{Zp}]/u.test(address)) return true;
+  return /[<>]/.test(address) && parseMailbox(address) === null;
+}
 /** RFC 3461 §4.1: NOTIFY values. */
 const NOTIFY = /^(?:NEVER|(?:SUCCESS|FAILURE|DELAY)(?:,(?:SUCCESS|FAILURE|DELAY)){0,2})$/;
 
@@ -46,7 +54,7 @@ export function mailCommand(
   msg: OutgoingMessage,
   o: { ext: ReadonlyMap<string, string>; utf8: boolean },
 ): Built {
-  if (BAD_ADDRESS.test(msg.from)) {
+  if (unsendableAddress(msg.from)) {
     return { error: `Invalid sender address ${show(msg.from)}` };
   }
   const params: string[] = [];
@@ -65,7 +73,7 @@ export function rcptCommand(
   extra: { notify?: string[]; orcpt?: string } | undefined,
   o: { dsn: boolean },
 ): Built {
-  if (address === "" || BAD_ADDRESS.test(address)) {
+  if (address === "" || unsendableAddress(address)) {
     return { error: `Invalid recipient address ${show(address)}` };
   }
   const params: string[] = [];

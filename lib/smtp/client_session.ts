@@ -13,7 +13,7 @@ import { Conn } from "../net/conn.ts";
 import { type TlsInfo, type Wire, WireTimeout } from "./client_conn.ts";
 import { concatBytes } from "../sys/bytes.ts";
 import { DotStuffer, needsUtf8 } from "./client_data.ts";
-import { mailCommand, rcptCommand, safeCommandLine } from "./client_params.ts";
+import { mailCommand, rcptCommand, safeCommandLine, unsendableAddress } from "./client_params.ts";
 import type { Outcome, OutgoingMessage, RecipientResult } from "./client.ts";
 
 /** How a session is opened. */
@@ -688,9 +688,7 @@ function endFields(e: SessionEnd) {
 
 /** Refuses addresses that would break or inject command lines (RFC 5321 §4.1.2). */
 function checkAddresses(msg: OutgoingMessage, results: (RecipientResult | null)[]): void {
-  // deno-lint-ignore no-control-regex
-  const bad = /[\x00-\x1f\x7f<>]/;
-  if (bad.test(msg.from)) {
+  if (unsendableAddress(msg.from)) {
     throw new SessionEnd({
       outcome: "failed",
       code: 0,
@@ -700,7 +698,7 @@ function checkAddresses(msg: OutgoingMessage, results: (RecipientResult | null)[
     });
   }
   msg.recipients.forEach((address, i) => {
-    if (bad.test(address) || address === "") {
+    if (unsendableAddress(address) || address === "") {
       results[i] = {
         address,
         outcome: "failed",
