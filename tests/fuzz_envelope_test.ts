@@ -108,7 +108,7 @@ Deno.test("fuzz: whatever the SMTP server accepts, the envelope validator accept
         assert.deepEqual(parseJournal(new TextDecoder().decode(encodeRecords([plain]))), [plain]);
       },
     ),
-    { numRuns: runs(3000) },
+    { numRuns: runs(1500) },
   );
 });
 
@@ -166,7 +166,7 @@ Deno.test("fuzz: the validator throws only EnvelopeError; what passes holds no c
       // Nothing that passes can end a command line or add a parameter.
       for (const r of env.recipients) for (const n of r.notify ?? []) assert.ok(!/[ \r\n]/.test(n));
     }),
-    { numRuns: runs(3000) },
+    { numRuns: runs(1500) },
   );
 });
 
@@ -179,7 +179,7 @@ Deno.test("fuzz: valid envelopes pass and round-trip through the journal", () =>
       assert.deepEqual(back, [rec]);
       assert.deepEqual(replay(back).envelope, env);
     }),
-    { numRuns: runs(1000) },
+    { numRuns: runs(400) },
   );
 });
 
@@ -221,7 +221,7 @@ Deno.test("fuzz: journal parsing and replay throw only JournalError", () => {
         assert.ok(e instanceof JournalError, String(e));
       }
     }),
-    { numRuns: runs(2000) },
+    { numRuns: runs(1500) },
   );
 });
 
@@ -269,6 +269,6 @@ Deno.test("fuzz: maildrop files round-trip; damaged ones throw only MaildropErro
         }
       },
     ),
-    { numRuns: runs(2000) },
+    { numRuns: runs(800) },
   );
 });

@@ -14,7 +14,7 @@ import {
   replay,
   TORN_MARK,
 } from "../lib/spool/mod.ts";
-import { arbEnvelope as arbValidEnvelope } from "./fuzz_arbitraries.ts";
+import { arbEnvelope as arbValidEnvelope, runs } from "./fuzz_arbitraries.ts";
 import { quote } from "../lib/smtp/envelope_check.ts";
 
 const ENVELOPE: Envelope = {
@@ -315,7 +315,7 @@ Deno.test("property: a journal cut at any byte reads as a prefix of its records"
       const got = parseJournal(new TextDecoder().decode(bytes.subarray(0, cut)));
       assert.deepEqual(got, records.slice(0, completeLines(bytes, cut)));
     }),
-    { numRuns: 500 },
+    { numRuns: runs(500) },
   );
 });
 
@@ -338,7 +338,7 @@ Deno.test("property: cut, repaired by the next append, reads as prefix plus the 
         assert.deepEqual(got, [...records.slice(0, completeLines(bytes, cut)), ...later]);
       },
     ),
-    { numRuns: 500 },
+    { numRuns: runs(500) },
   );
 });
 
@@ -353,6 +353,6 @@ Deno.test("property: any parsed journal's replay accounts for every result", () 
       assert.equal(s.done, open.length === 0);
       if (open.length) assert.equal(s.nextAttempt, Math.min(...open.map((r) => r.nextAttempt)));
     }),
-    { numRuns: 300 },
+    { numRuns: runs(300) },
   );
 });
