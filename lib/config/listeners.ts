@@ -8,6 +8,7 @@
 import { formatHostPort, inline, isTable, parseHostPort, type Reader, type Table } from "./load.ts";
 import { resolveOwner } from "./owner.ts";
 import { parseMilterAddress } from "./milter_address.ts";
+import { DESTINATION } from "../smtp/envelope_check.ts";
 import type { LimitsConfig, ListenAddress, ListenerConfig } from "./types.ts";
 
 const ADDRESS =
@@ -78,9 +79,6 @@ function readAddress(r: Reader, t: Table, key: string): ListenAddress {
 export function formatListenAddress(a: ListenAddress): string {
   return a.kind === "unix" ? `unix:${a.path}` : formatHostPort(a);
 }
-
-/** `transport:nexthop` with a known transport, or "router". */
-const DESTINATION = /^(router|(smtp|lmtp|maildir|discard):[\x21-\x7e]*)$/;
 
 function readOne(r: Reader, item: unknown, i: number): ListenerConfig {
   const key = `listener[${i}]`;

@@ -12,7 +12,7 @@ import type { SendResult } from "../smtp/client.ts";
 import { logError, logEvent, logWarn } from "../log/log.ts";
 import { type AliasTable, compiledPath, loadAliases } from "../route/aliases.ts";
 import type { MessageState, RecipientState } from "../spool/records.ts";
-import type { Spool } from "../spool/spool.ts";
+import { type Spool, SpoolCorruptError } from "../spool/spool.ts";
 import type { DeliveryJob, WorkerReport } from "../worker/protocol.ts";
 import { type RunOptions, runWorkerJob } from "../worker/run_job.ts";
 import { ConnectionCache } from "../deliver/conn_cache.ts";
@@ -169,7 +169,8 @@ export class QueueManager {
         const state = await this.#spool.load(id);
         this.#due.set(id, state.nextAttempt);
       } catch (err) {
-        logError("unreadable queue file", { id, error: String(err) });
+        if (err instanceof SpoolCorruptError) await this.#quarantine(id, err);
+        else logError("unreadable queue file", { id, error: String(err) });
       }
     }
     this.#pump();
@@ -256,7 +257,10 @@ export class QueueManager {
       if (this.#active.has(id)) continue;
       this.#due.delete(id);
       const run = this.#process(id)
-        .catch((err) => {
+        .catch(async (err) => {
+          if (err instanceof SpoolCorruptError && err.id === id) {
+            return await this.#quarantine(id, err);
+          }
           logError("processing failed", { id, error: String(err) });
           this.#due.set(id, this.#now() + this.#cfg.queue.retryMin * 1000);
         })
@@ -270,6 +274,20 @@ export class QueueManager {
       // Timers are capped so that a clock jump cannot stall the queue for long.
       const wait = Math.min(Math.max(next - now, 10), 60_000);
       this.#timer = setTimeout(() => this.#pump(), wait);
+    }
+  }
+
+  /**
+   * A queue file that can never be delivered (a bad envelope, a corrupt
+   * journal) leaves queue/ for quarantine/: never delivered, never deleted,
+   * logged once. If even the move fails it stays unscheduled until the next scan.
+   */
+  async #quarantine(id: string, err: SpoolCorruptError): Promise<void> {
+    try {
+      const path = await this.#spool.quarantine(id);
+      logError("queue file quarantined", { id, path, error: err.message });
+    } catch (e) {
+      logError("unreadable queue file", { id, error: err.message, quarantine: String(e) });
     }
   }
 

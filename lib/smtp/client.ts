@@ -10,6 +10,7 @@
  */
 import { isIP } from "node:net";
 import { printable } from "./client_reply.ts";
+import { unsendableAddress } from "./client_params.ts";
 import { Conn } from "../net/conn.ts";
 import type { Wire } from "./client_conn.ts";
 import { SessionEnd, type SessionOptions, SmtpSession } from "./client_session.ts";
@@ -164,15 +165,15 @@ export async function sendMessage(target: SmtpTarget, msg: OutgoingMessage): Pro
     return { relay: relayName(target), recipients: endResults(msg, end) };
   }
   // Addresses refused locally need no connection at all.
-  // deno-lint-ignore no-control-regex
-  const bad = /[\x00-\x1f\x7f<>]/;
-  if (msg.recipients.every((a) => a === "" || bad.test(a)) || bad.test(msg.from)) {
+  if (
+    msg.recipients.every((a) => a === "" || unsendableAddress(a)) || unsendableAddress(msg.from)
+  ) {
     const early = msg.recipients.map((address) => ({
       address,
       outcome: "failed" as const,
       code: 0,
-      dsn: bad.test(msg.from) ? "5.1.7" : "5.1.3",
-      text: bad.test(msg.from)
+      dsn: unsendableAddress(msg.from) ? "5.1.7" : "5.1.3",
+      text: unsendableAddress(msg.from)
         ? `Invalid sender address ${JSON.stringify(msg.from)}`
         : `Invalid recipient address ${JSON.stringify(address)}`,
     }));
