@@ -15,6 +15,7 @@ import { DEFAULT_CONFIG_TOML } from "./default.ts";
 import { describeListener, readListenerLimits, readListeners } from "./listeners.ts";
 import type { Config, HostPort, LimitsConfig, LogConfig } from "./types.ts";
 import { describeRouting, readDelivery, readRoutes } from "../route/config.ts";
+import { lookupGroup, readPasswd } from "../sys/passwd.ts";
 
 /** sysexits.h EX_CONFIG: the exit status for a configuration error. */
 export const EX_CONFIG = 78;
@@ -65,6 +66,8 @@ export class ConfigError extends Error {
 const KEYS: Record<string, readonly string[]> = {
   "": [
     "hostname",
+    "user",
+    "group",
     "spool_dir",
     "relay_networks",
     "listener",
@@ -372,6 +375,27 @@ function readDomains(r: Reader, t: Table): string[] {
   return out;
 }
 
+/** `user` and `group`: who `skiff serve` runs as after start; never root. */
+function readUser(r: Reader, raw: Table): Config["user"] {
+  const name = r.string(raw, "user", "user", '"" or a user name');
+  const group = r.string(raw, "group", "group", '"" or a group name or number');
+  if (name === "") {
+    if (group !== "") r.fail("group", '"" while user is unset', group);
+    return null;
+  }
+  const pw = readPasswd().find((e) => e.name === name);
+  if (!pw) r.fail("user", "a user name in /etc/passwd", name);
+  if (pw.uid === 0) r.fail("user", "an unprivileged user (not uid 0)", name);
+  let gid = pw.gid;
+  if (group !== "") {
+    const g = lookupGroup(group);
+    if (g === null) r.fail("group", "a group name in /etc/group or a number", group);
+    gid = g;
+  }
+  if (gid === 0) r.fail(group === "" ? "user" : "group", "a group other than gid 0", group || name);
+  return { name, uid: pw.uid, gid, home: pw.home, group };
+}
+
 function build(r: Reader, raw: Table, source: string): Config {
   r.table(raw, "", "");
   const hostname = r.string(raw, "hostname", "hostname", HOSTNAME);
@@ -399,6 +423,7 @@ function build(r: Reader, raw: Table, source: string): Config {
     routes: readRoutes(routeCtx, raw.route),
     source,
     hostname,
+    user: readUser(r, raw),
     spoolDir: r.path(raw, "spool_dir", "spool_dir"),
     relayNetworks: readNetworks(r, raw),
     listeners: readListeners(r, raw.listener),
@@ -510,6 +535,8 @@ export function describeConfig(c: Config): string {
   const lines = [
     `# skiff effective configuration, from ${c.source.replace(/[\r\n]/g, " ")}`,
     kv("hostname", c.hostname),
+    kv("user", c.user?.name ?? ""),
+    kv("group", c.user?.group ?? ""),
     kv("spool_dir", c.spoolDir),
     kv("relay_networks", c.relayNetworks),
   ];

@@ -25,8 +25,12 @@ export interface Listener {
   close(graceMs: number): Promise<void>;
 }
 
-/** What every session of a listener shares; the listener adds itself. */
-export type ListenerContext = Omit<SessionContext, "listener">;
+/**
+ * What every session of a listener shares; the listener adds itself. `gate`:
+ * sessions accepted before it resolves wait for it (the manager binds as
+ * root and lets sessions in only after switching to `user`).
+ */
+export type ListenerContext = Omit<SessionContext, "listener"> & { gate?: Promise<void> };
 
 /** Binds a listener; rejects with a clear message when the address cannot be bound. */
 export async function startSmtpListener(
@@ -72,7 +76,7 @@ export async function startSmtpListener(
     open.add(socket);
     if (ip !== "") perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
     socket.on("error", () => {}); // reported through the session's reads
-    const done = accept(socket, ip).catch((err) => {
+    const done = (base.gate ?? Promise.resolve()).then(() => accept(socket, ip)).catch((err) => {
       logWarn("session error", { client: ip || "unix", error: String(err) });
     }).finally(() => {
       socket.destroy();

@@ -86,9 +86,7 @@ export function childSpec(
   req: SpawnRequest,
   worker: { command: string; args: string[] },
 ): { command: string; args: string[]; env: Record<string, string>; cwd: string } {
-  const cmd = req.kind === "worker"
-    ? worker
-    : { command: req.argv![0], args: req.argv!.slice(1) };
+  const cmd = req.kind === "worker" ? worker : { command: req.argv![0], args: req.argv!.slice(1) };
   const pw = req.user ? userByUid(req.user.uid) : userByUid(Deno.uid() ?? -1);
   const who = pw ? { name: pw.name, home: pw.home } : null;
   return {

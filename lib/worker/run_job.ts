@@ -79,7 +79,10 @@ export async function runWorkerJob(job: DeliveryJob, opts: RunOptions): Promise<
     const status = await child.status;
     await feed;
     if (timedOut) {
-      throw new WorkerError(`Worker timed out after ${opts.timeoutMs} ms and was killed`, status.stderr);
+      throw new WorkerError(
+        `Worker timed out after ${opts.timeoutMs} ms and was killed`,
+        status.stderr,
+      );
     }
     if (outError) throw new WorkerError(outError.message, status.stderr);
     if (status.code !== 0 || status.signal) {
