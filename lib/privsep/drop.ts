@@ -10,6 +10,8 @@
  * serve: a half-dropped manager is worse than none.
  */
 
+import { listProcDir, readProcFile } from "../sys/procfs.ts";
+
 type Libc = Deno.DynamicLibrary<{
   setgroups: { parameters: ["usize", "buffer"]; result: "i32" };
   setgid: { parameters: ["u32"]; result: "i32" };
@@ -65,14 +67,14 @@ export function idsMismatch(ids: ThreadIds, uid: number, gid: number): string | 
 /** Checks this process and each of its threads runs as uid/gid; throws naming the first that does not. */
 export function verifyIds(uid: number, gid: number): void {
   const check = (path: string) => {
-    const why = idsMismatch(parseStatusIds(Deno.readTextFileSync(path)), uid, gid);
+    const why = idsMismatch(parseStatusIds(readProcFile(path)), uid, gid);
     if (why) throw new Error(`Privileges not dropped: ${path}: ${why}`);
   };
   check("/proc/self/status");
   let threads = 0;
-  for (const t of Deno.readDirSync("/proc/self/task")) {
+  for (const t of listProcDir("/proc/self/task")) {
     try {
-      check(`/proc/self/task/${t.name}/status`);
+      check(`/proc/self/task/${t}/status`);
       threads++;
     } catch (err) {
       if (err instanceof Deno.errors.NotFound) continue; // the thread ended meanwhile

@@ -40,7 +40,7 @@ export interface SpawnRequest {
 export interface ChildExit {
   code: number;
   signal: string | null;
-  /** Up to MAX_STDERR bytes, control characters replaced by spaces. */
+  /** The last MAX_STDERR bytes, control characters replaced by spaces. */
   stderr: string;
 }
 
@@ -61,22 +61,24 @@ export interface Spawner {
   close(): Promise<void>;
 }
 
-/** Reads a stream to its end, keeping the first `max` bytes as one cleaned line. */
+/**
+ * Reads a stream to its end, keeping its last `max` bytes (where a crash
+ * puts its cause) as one cleaned line.
+ */
 export async function captureBounded(
   stream: ReadableStream<Uint8Array>,
   max = MAX_STDERR,
 ): Promise<string> {
-  const kept: Uint8Array[] = [];
-  let n = 0;
+  let kept = new Uint8Array(0);
   try {
     for await (const chunk of stream) {
-      if (n >= max) continue;
-      const part = chunk.subarray(0, max - n);
-      kept.push(part);
-      n += part.length;
+      const all = new Uint8Array(kept.length + chunk.length);
+      all.set(kept);
+      all.set(chunk, kept.length);
+      kept = all.length > max ? all.slice(all.length - max) : all;
     }
   } catch { /* the child went away: what we have is the answer */ }
-  const text = new TextDecoder().decode(Uint8Array.from(kept.flatMap((k) => [...k])));
+  const text = new TextDecoder().decode(kept);
   // deno-lint-ignore no-control-regex
   return text.replace(/[\x00-\x1f\x7f]+/g, " ").trim();
 }
