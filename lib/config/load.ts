@@ -66,8 +66,6 @@ export class ConfigError extends Error {
 const KEYS: Record<string, readonly string[]> = {
   "": [
     "hostname",
-    "user",
-    "group",
     "spool_dir",
     "relay_networks",
     "listener",
@@ -80,6 +78,8 @@ const KEYS: Record<string, readonly string[]> = {
     "delivery",
     "route",
     "sendmail",
+    "user",
+    "group",
   ],
   listener: [
     "address",

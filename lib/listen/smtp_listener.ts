@@ -6,6 +6,7 @@
  * TLS before the session starts, and can be closed, waiting for sessions.
  */
 import * as net from "node:net";
+import { closeOnExecAll } from "../sys/cloexec.ts";
 import { peerCred } from "../auth/peercred.ts";
 import { formatListenAddress } from "../config/listeners.ts";
 import type { ListenerConfig } from "../config/types.ts";
@@ -95,6 +96,7 @@ export async function startSmtpListener(
       reject(new Error(`Cannot listen on ${shown}: ${err.message}`));
     });
     const bound = () => {
+      closeOnExecAll(); // node:net listeners are not close-on-exec by themselves
       let where = shown;
       if (lc.address.kind === "unix") {
         const path = lc.address.path;

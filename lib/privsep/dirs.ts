@@ -30,7 +30,10 @@ async function ownedDir(path: string, u: ManagerUser, mode: number, root: boolea
     st = await Deno.lstat(path);
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
-    await Deno.mkdir(path, { recursive: true, mode: 0o700 });
+    // Missing parents are made searchable (0755): `user` must reach what is inside.
+    const parent = path.slice(0, path.lastIndexOf("/"));
+    if (parent) await Deno.mkdir(parent, { recursive: true, mode: 0o755 });
+    await Deno.mkdir(path, { mode: 0o700 });
     if (root) await Deno.chown(path, u.uid, u.gid);
     await Deno.chmod(path, mode); // mkdir's mode is cut by the umask
     return;
