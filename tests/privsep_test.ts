@@ -3,7 +3,7 @@
  * real uids (CI runs as root; these tests need root and are ignored
  * otherwise, with a line saying so): the privileged helper refuses what it
  * must, a manager started as root serves as `user` in every thread with only
- * the helper left at uid 0 while mail flows in and out, no child inherits a
+ * the helper left at uid 0 while mail flows in (SMTP, maildrop) and out, no child inherits a
  * descriptor, a failing worker's cause reaches the log with the queue id, and
  * a spool with the wrong owner is refused.
  */
@@ -28,6 +28,7 @@ import {
 } from "./harness.ts";
 import { PEERS, peerTest } from "./peers.ts";
 import { Sink } from "./sink.ts";
+import { runCommand } from "./run_cmd.ts";
 import {
   descendants,
   inheritableSockets,
@@ -158,7 +159,8 @@ class HelperPeer {
 }
 
 Deno.test({
-  name: "privhelper refuses uid 0, a uid not matching its name, and programs not in its config; " +
+  name: "privhelper refuses uid 0, a uid not matching its name, programs not in its config and " +
+    "workers as users the config does not deliver as; " +
     "runs a configured program as its user with only fds 0-2 and the documented environment",
   ignore: !ROOT,
   fn: async () => {
@@ -208,6 +210,7 @@ Deno.test({
         { kind: "worker", argv: ["/bin/sh"], user: { name: MGR, ...mgr } },
         /no argv/,
       );
+      await refused(8, { kind: "worker", user: { name: RCPT, ...rcpt } }, /do not run as skpvrcpt/);
       // The configured program, as the route's user (here: `user`, the route names none).
       await h.send(
         jsonFrame(T.SPAWN, 7, { kind: "program", argv: prog, user: { name: MGR, ...mgr } }),
@@ -245,7 +248,7 @@ Deno.test({
 
 peerTest(
   "started as root with user set: the listener's process runs as user in every thread, only " +
-    "the privhelper keeps uid 0, the spool is user's, mail flows in and out, no child inherits " +
+    "the privhelper keeps uid 0, the spool is user's, mail flows in (SMTP, maildrop) and out, no child inherits " +
     "a descriptor",
   [PEERS.smtpSink, PEERS.python3],
   async () => {
@@ -301,6 +304,18 @@ peerTest(
       assert.notEqual(rec.uid, 0, "the pipe ran as an unprivileged user");
       assert.deepEqual(rec.fds, [0, 1, 2], "the pipe inherited only stdin, stdout, stderr");
       for (const k of rec.env) assert.ok(DOCUMENTED_ENV.has(k), `undocumented variable ${k}`);
+      // The maildrop: a user's drop (no submission socket here) is read by the manager as user.
+      const drop = await runCommand([
+        "/usr/bin/setpriv",
+        `--reuid=${rcpt.uid}`,
+        `--regid=${rcpt.gid}`,
+        "--clear-groups",
+        "--",
+        Deno.execPath(),
+        ...skiffArgs(["--config", server.configPath, "sendmail", "-i", `${RCPT}@localhost`]),
+      ], { cwd: dir, stdin: "Subject: dropped\n\nvia the maildrop\n" });
+      assert.equal(drop.code, 0, drop.stderr);
+      await waitFor(async () => (await maildirFiles(`${dir}/mail/${RCPT}`)).length === 2);
       const queued = [...Deno.readDirSync(`${dir}/spool/queue`)];
       for (const q of queued) {
         assert.equal((await Deno.stat(`${dir}/spool/queue/${q.name}`)).uid, mgr.uid);

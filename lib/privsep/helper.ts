@@ -10,6 +10,9 @@
  * - never uid or gid 0; the user must be a name in /etc/passwd whose uid is
  *   the one asked for, and the gid that user's primary group (or, for the
  *   manager's own user and configured programs, the group the config names);
+ *   a worker runs as an arbitrary local user only when the config delivers as
+ *   local users (`local_users`, `forward`), else only as `user`, a route's
+ *   user or nobody;
  * - the program is either the skiff worker command, which the helper builds
  *   itself, or the argv of a `type = "program"` route in the config the
  *   helper loaded itself, run as that route's user (or `user` when it has none).
@@ -73,6 +76,16 @@ export function checkSpawn(cfg: Config, v: Record<string, unknown>): CheckedSpaw
     if (v.argv !== undefined) throw new Error("A worker request carries no argv");
     if (user.gid !== pw.gid && !isSelf) {
       throw new Error(`Gid ${user.gid} is not the primary group of ${pw.name} (${pw.gid})`);
+    }
+    // Deliveries run as any local user only when the config delivers as them.
+    const d = cfg.delivery;
+    const routeUser = cfg.routes.some((r) =>
+      "user" in r.destination && r.destination.user?.uid === user.uid
+    );
+    if (!d.localUsers && !d.forward && !isSelf && !routeUser && pw.name !== "nobody") {
+      throw new Error(
+        `Deliveries do not run as ${pw.name} in ${cfg.source} (no local_users, forward or route user)`,
+      );
     }
     return { kind, user };
   }
