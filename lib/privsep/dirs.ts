@@ -62,6 +62,12 @@ async function ownedFile(path: string, u: ManagerUser, root: boolean): Promise<v
     if (root) await Deno.chown(path, u.uid, u.gid);
     return;
   }
+  // A root CLI run (`skiff flush`, `skiff queue`) takes the lock before it drops to `user` and
+  // may have created the file; it holds nothing, so it is handed over rather than refused.
+  if (st.isFile && st.uid === 0 && root) {
+    await Deno.chown(path, u.uid, u.gid);
+    return;
+  }
   if (!st.isFile || st.uid !== u.uid) {
     throw new Error(
       `${path} is owned by uid ${st.uid}${st.isFile ? "" : " and not a regular file"}; ` +
