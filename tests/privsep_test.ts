@@ -395,3 +395,75 @@ Deno.test({
     }
   },
 });
+
+/** Runs skiff as another uid (setpriv), from /tmp. */
+function runSkiffAs(uid: number, gid: number, args: string[], stdin?: string) {
+  return runCommand([
+    "/usr/bin/setpriv",
+    `--reuid=${uid}`,
+    `--regid=${gid}`,
+    "--clear-groups",
+    "--",
+    Deno.execPath(),
+    ...skiffArgs(args),
+  ], { cwd: "/tmp", stdin });
+}
+
+Deno.test({
+  name: "serve started by another user than user is refused, naming both",
+  ignore: !ROOT,
+  fn: async () => {
+    assertLoadableByOthers();
+    await testAccount(MGR);
+    const rcpt = await testAccount(RCPT);
+    const { dir } = await openTestDir();
+    try {
+      await Deno.writeTextFile(
+        `${dir}/s.toml`,
+        `user = "${MGR}"\nspool_dir = "${dir}/spool"\n[[listener]]\naddress = "127.0.0.1:1"\n`,
+      );
+      const r = await runSkiffAs(rcpt.uid, rcpt.gid, ["--config", `${dir}/s.toml`, "serve"]);
+      assert.equal(r.code, 78, r.stderr);
+      assert.match(r.stderr, new RegExp(`user = "${MGR}".*started as ${RCPT}`));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "a root skiff flush with user set runs its queue pass as user: queue files stay user's",
+  ignore: !ROOT,
+  fn: async () => {
+    assertLoadableByOthers();
+    const mgr = await testAccount(MGR);
+    const { dir } = await openTestDir();
+    try {
+      const cfg = `${dir}/s.toml`;
+      await Deno.writeTextFile(
+        cfg,
+        `user = "${MGR}"\nspool_dir = "${dir}/spool"\n[[listener]]\naddress = "127.0.0.1:1"\n` +
+          `[sendmail]\nmaildrop_dir = "${dir}/maildrop"\n` +
+          `[delivery]\nnameserver = "127.0.0.1:1"\ndns_timeout = 1\n`,
+      );
+      const first = await runSkiff(["--config", cfg, "flush"]);
+      assert.equal(first.code, 0, first.stderr);
+      const drop = await runSkiffAs(65534, 65534, [
+        "--config",
+        cfg,
+        "sendmail",
+        "-i",
+        "someone@far.example",
+      ], "Subject: later\n\nstays queued\n");
+      assert.equal(drop.code, 0, drop.stderr);
+      const second = await runSkiff(["--config", cfg, "flush"]);
+      assert.equal(second.code, 75, second.stdout + second.stderr); // deferred: DNS is down
+      const queued = [...Deno.readDirSync(`${dir}/spool/queue`)];
+      assert.equal(queued.length, 1);
+      assert.equal((await Deno.stat(`${dir}/spool/queue/${queued[0].name}`)).uid, mgr.uid);
+      assert.equal((await Deno.stat(`${dir}/spool/lock`)).uid, mgr.uid);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
