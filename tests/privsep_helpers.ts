@@ -123,7 +123,8 @@ export function inheritableSockets(pid: number): string[] {
 
 /**
  * A program that records what it inherited: its ids, open descriptors, the
- * names of its environment variables and its cwd, as JSON into the file named
+ * names of its environment variables and of its parent's (the worker's:
+ * issue 8 finding 4 read a password there), its cwd, as JSON into the file named
  * by argv[1] (or on stdout without one), after reading all of stdin.
  */
 export const RECORDER = `#!/usr/bin/python3
@@ -136,7 +137,12 @@ for fd in range(0, 4096):
         fds.append(fd)
     except OSError:
         pass
-rec = {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "fds": fds,
+try:
+    with open("/proc/%d/environ" % os.getppid(), "rb") as f:
+        parent_env = sorted(k.split(b"=")[0].decode() for k in f.read().split(b"\0") if k)
+except OSError as e:
+    parent_env = "unreadable: " + str(e)
+rec = {"parent_env": parent_env, "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "fds": fds,
        "env": sorted(os.environ.keys()), "cwd": os.getcwd(), "stdin": len(data)}
 print("recorder ran", file=sys.stderr)
 if len(sys.argv) > 1:

@@ -304,6 +304,10 @@ peerTest(
       assert.notEqual(rec.uid, 0, "the pipe ran as an unprivileged user");
       assert.deepEqual(rec.fds, [0, 1, 2], "the pipe inherited only stdin, stdout, stderr");
       for (const k of rec.env) assert.ok(DOCUMENTED_ENV.has(k), `undocumented variable ${k}`);
+      assert.ok(Array.isArray(rec.parent_env), `parent's environment: ${rec.parent_env}`);
+      for (const k of rec.parent_env) {
+        assert.ok(DOCUMENTED_ENV.has(k), `undocumented variable ${k} in the worker's environment`);
+      }
       // The maildrop: a user's drop (no submission socket here) is read by the manager as user.
       const drop = await runCommand([
         "/usr/bin/setpriv",

@@ -33,6 +33,8 @@ interface Pending {
   stdout: ReadableStreamDefaultController<Uint8Array> | null;
   exit: PromiseWithResolvers<ChildExit>;
   ack: PromiseWithResolvers<void> | null;
+  /** The child has exited: further stdin writes fail as on a closed pipe. */
+  done: boolean;
 }
 
 /** A running privileged helper. */
@@ -108,6 +110,7 @@ export class PrivHelper implements Spawner {
     try {
       p.stdout?.error(new Error(why));
     } catch { /* closed */ }
+    p.done = true;
     p.ack?.reject(new Error(why));
     p.exit.resolve({ code: 255, signal: null, stderr: why });
   }
@@ -126,6 +129,7 @@ export class PrivHelper implements Spawner {
         break;
       case T.REFUSED:
         p.started.reject(new Error(`Privileged helper refused: ${jsonPayload(f).error}`));
+        p.done = true;
         this.#channels.delete(f.channel);
         break;
       case T.STDOUT:
@@ -141,6 +145,7 @@ export class PrivHelper implements Spawner {
         break;
       case T.EXIT: {
         const e = jsonPayload(f);
+        p.done = true;
         p.ack?.resolve(); // nothing more will be written
         p.exit.resolve({
           code: Number(e.code),
@@ -166,6 +171,7 @@ export class PrivHelper implements Spawner {
       stdout: null,
       exit: Promise.withResolvers<ChildExit>(),
       ack: null,
+      done: false,
     };
     const stdout = new ReadableStream<Uint8Array>({
       start: (c) => {
@@ -182,12 +188,13 @@ export class PrivHelper implements Spawner {
     const stdin = new WritableStream<Uint8Array>({
       async write(chunk) {
         for (let at = 0; at < chunk.length; at += MAX_PAYLOAD) {
+          if (p.done) throw new Error("Broken pipe: the child has exited");
           p.ack = Promise.withResolvers<void>();
           await out.send(encodeFrame(T.STDIN, id, chunk.subarray(at, at + MAX_PAYLOAD)));
           await p.ack.promise;
         }
       },
-      close: () => out.send(encodeFrame(T.STDIN_EOF, id, new Uint8Array(0))),
+      close: () => p.done ? undefined : out.send(encodeFrame(T.STDIN_EOF, id, new Uint8Array(0))),
       abort: () => out.send(jsonFrame(T.KILL, id, { signal: "SIGKILL" })).catch(() => {}),
     });
     return {
