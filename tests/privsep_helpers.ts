@@ -139,7 +139,7 @@ for fd in range(0, 4096):
         pass
 try:
     with open("/proc/%d/environ" % os.getppid(), "rb") as f:
-        parent_env = sorted(k.split(b"=")[0].decode() for k in f.read().split(b"\0") if k)
+        parent_env = sorted(k.split(b"=")[0].decode() for k in f.read().split(b"\\0") if k)
 except OSError as e:
     parent_env = "unreadable: " + str(e)
 rec = {"parent_env": parent_env, "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "fds": fds,
