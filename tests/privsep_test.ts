@@ -29,6 +29,11 @@ import {
 import { PEERS, peerTest } from "./peers.ts";
 import { Sink } from "./sink.ts";
 import { runCommand } from "./run_cmd.ts";
+import { DOVECOT, Dovecot } from "./dovecot.ts";
+import { spoolMessage } from "./delivery_peers.ts";
+import { PrivHelper } from "../lib/privsep/client.ts";
+import { QueueManager } from "../lib/queue/manager.ts";
+import { Spool } from "../lib/spool/spool.ts";
 import {
   descendants,
   inheritableSockets,
@@ -471,3 +476,51 @@ Deno.test({
     }
   },
 });
+
+peerTest(
+  "a program destination with a user is started by the privhelper as that user, " +
+    "and its LMTP session runs over the helper's pipes",
+  [PEERS.dovecotLmtp, { bin: DOVECOT, pkg: "dovecot-core" }],
+  async () => {
+    if (!ROOT) return console.error("needs root: skipped");
+    assertLoadableByOthers();
+    await testAccount(MGR);
+    const dc = await Dovecot.start();
+    const dir = await Deno.makeTempDir({ prefix: "skiff-privsep-" });
+    const path = `${dir}/skiff.toml`;
+    const text = `user = "${MGR}"\nhostname = "skiff.test"\nspool_dir = "${dir}/spool"\n` +
+      `[delivery]\nnameserver = "127.0.0.1:1"\ncache_idle = 60\n` +
+      `[[route]]\ndomain = "asnobody.test"\ntype = "program"\nuser = "nobody"\n` +
+      `command = ${JSON.stringify(dc.lmtpCommand)}\n`;
+    await Deno.writeTextFile(path, text);
+    const cfg = parseConfig(text, path); // the helper loads the same file itself
+    const spool = new Spool(cfg.spoolDir);
+    await spool.init();
+    const helper = await PrivHelper.start(cfg);
+    const m = new QueueManager({ config: cfg, spool, spawner: helper });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const id = await spoolMessage(spool, {
+          from: "alice@localhost",
+          to: ["kim@asnobody.test"],
+        });
+        m.enqueue(id);
+        await m.idle();
+      }
+      assert.deepEqual(await spool.list(), [], "both delivered");
+      assert.equal((await dc.messages("kim")).length, 2);
+      const nobody = { name: "nobody", uid: 65534, gid: 65534 };
+      assert.equal(m.programPool.starts(dc.lmtpCommand, nobody), 1, "one program, kept running");
+      const pid = m.programPool.pid(dc.lmtpCommand, nobody)!;
+      const status = await Deno.readTextFile(`/proc/${pid}/status`);
+      assert.match(status, /^Uid:\t65534\t65534\t65534\t65534$/m);
+      assert.match(status, /^PPid:\t(\d+)$/m);
+      assert.equal(Number(/^PPid:\t(\d+)$/m.exec(status)![1]), helper.pid, "started by the helper");
+    } finally {
+      await m.stop();
+      await helper.close();
+      await dc.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
