@@ -115,78 +115,93 @@ interface Channel {
   chain: Promise<unknown>;
 }
 
-/** Runs the helper until the manager closes its pipe; returns the exit code. */
-export async function privhelperMain(initial: Config): Promise<number> {
-  let cfg = initial;
-  const worker = selfCommand(["worker"]);
-  rememberDenoDir();
-  await dropPermissions(["net", "write", "env"]);
-  const out = new FrameWriter(Deno.stdout.writable);
-  const channels = new Map<number, Channel>();
-  const say = (msg: string) => console.error(`skiff privhelper: ${msg}`);
-  await out.send(jsonFrame(T.READY, 0, { pid: Deno.pid }));
-  const handle = async (f: Frame) => {
-    const ch = channels.get(f.channel);
+const say = (msg: string) => console.error(`skiff privhelper: ${msg}`);
+const EMPTY = new Uint8Array(0);
+
+/** The helper's side of the pipes: one channel per child. */
+class HelperServer {
+  #cfg: Config;
+  #worker: { command: string; args: string[] };
+  #out = new FrameWriter(Deno.stdout.writable);
+  #channels = new Map<number, Channel>();
+
+  constructor(cfg: Config, worker: { command: string; args: string[] }) {
+    this.#cfg = cfg;
+    this.#worker = worker;
+  }
+
+  /** Serves frames until the manager closes the pipe (0) or breaks the protocol (1). */
+  async run(): Promise<number> {
+    await this.#out.send(jsonFrame(T.READY, 0, { pid: Deno.pid }));
+    let code = 0;
+    try {
+      for await (const f of readFrames(Deno.stdin.readable)) await this.#handle(f);
+    } catch (err) {
+      say(`protocol error, stopping: ${(err as Error).message}`);
+      code = 1;
+    }
+    for (const ch of this.#channels.values()) ch.child.kill();
+    await this.#out.close().catch(() => {});
+    return code;
+  }
+
+  async #handle(f: Frame): Promise<void> {
+    const ch = this.#channels.get(f.channel);
     switch (f.type) {
-      case T.SPAWN: {
-        const req = jsonPayload(f);
-        if (ch || f.channel === 0) throw new Error(`Channel ${f.channel} is in use`);
-        if (channels.size >= MAX_CHILDREN) {
-          await out.send(jsonFrame(T.REFUSED, f.channel, { error: "Too many children" }));
-          return;
-        }
-        let child: SpawnedChild;
-        try {
-          const ok = checkSpawn(cfg, req);
-          child = spawnChild(childSpec(ok, worker), { uid: ok.user.uid, gid: ok.user.gid });
-        } catch (err) {
-          say(`refused: ${(err as Error).message}`);
-          await out.send(jsonFrame(T.REFUSED, f.channel, { error: (err as Error).message }));
-          return;
-        }
-        channels.set(f.channel, {
-          child,
-          stdin: child.stdin.getWriter(),
-          chain: Promise.resolve(),
-        });
-        await out.send(jsonFrame(T.SPAWNED, f.channel, { pid: child.pid }));
-        relay(f.channel, child);
-        return;
-      }
+      case T.SPAWN:
+        return await this.#spawn(f);
       case T.STDIN:
-      case T.STDIN_EOF: {
-        if (!ch) return; // the child has exited; its EXIT frame is on the way
-        const data = f.payload;
-        ch.chain = ch.chain.then(async () => {
-          try {
-            if (f.type === T.STDIN) await ch.stdin.write(data);
-            else await ch.stdin.close();
-          } catch { /* the child stopped reading: its exit status tells */ }
-          if (f.type === T.STDIN) {
-            await out.send(encodeFrame(T.STDIN_ACK, f.channel, new Uint8Array(0)));
-          }
-        });
+      case T.STDIN_EOF:
+        if (ch) this.#stdin(ch, f); // else the child exited; its EXIT frame is on the way
         return;
-      }
-      case T.KILL: {
-        const sig = jsonPayload(f).signal === "SIGTERM" ? "SIGTERM" : "SIGKILL";
-        ch?.child.kill(sig);
+      case T.KILL:
+        ch?.child.kill(jsonPayload(f).signal === "SIGTERM" ? "SIGTERM" : "SIGKILL");
         return;
-      }
-      case T.RELOAD: {
-        try {
-          cfg = await loadConfig(cfg.source.startsWith("(") ? undefined : cfg.source);
-          await out.send(jsonFrame(T.RELOADED, 0, { ok: true }));
-        } catch (err) {
-          await out.send(jsonFrame(T.RELOADED, 0, { ok: false, error: (err as Error).message }));
-        }
-        return;
-      }
+      case T.RELOAD:
+        return await this.#reload();
       default:
         throw new Error(`Unexpected frame type ${f.type}`);
     }
-  };
-  const relay = async (id: number, child: SpawnedChild) => {
+  }
+
+  async #spawn(f: Frame): Promise<void> {
+    const req = jsonPayload(f);
+    if (this.#channels.has(f.channel) || f.channel === 0) {
+      throw new Error(`Channel ${f.channel} is in use`);
+    }
+    if (this.#channels.size >= MAX_CHILDREN) {
+      await this.#out.send(jsonFrame(T.REFUSED, f.channel, { error: "Too many children" }));
+      return;
+    }
+    let child: SpawnedChild;
+    try {
+      const ok = checkSpawn(this.#cfg, req);
+      child = spawnChild(childSpec(ok, this.#worker), { uid: ok.user.uid, gid: ok.user.gid });
+    } catch (err) {
+      say(`refused: ${(err as Error).message}`);
+      await this.#out.send(jsonFrame(T.REFUSED, f.channel, { error: (err as Error).message }));
+      return;
+    }
+    const ch = { child, stdin: child.stdin.getWriter(), chain: Promise.resolve() };
+    this.#channels.set(f.channel, ch);
+    await this.#out.send(jsonFrame(T.SPAWNED, f.channel, { pid: child.pid }));
+    void this.#relay(f.channel, child);
+  }
+
+  /** Writes in order, without holding up other channels; each STDIN frame is acknowledged. */
+  #stdin(ch: Channel, f: Frame): void {
+    ch.chain = ch.chain.then(async () => {
+      try {
+        if (f.type === T.STDIN) await ch.stdin.write(f.payload);
+        else await ch.stdin.close();
+      } catch { /* the child stopped reading: its exit status tells */ }
+      if (f.type === T.STDIN) await this.#out.send(encodeFrame(T.STDIN_ACK, f.channel, EMPTY));
+    });
+  }
+
+  /** Relays the child's stdout, then its exit status and stderr, and ends the channel. */
+  async #relay(id: number, child: SpawnedChild): Promise<void> {
+    const out = this.#out;
     try {
       for await (const chunk of child.stdout) {
         for (let at = 0; at < chunk.length; at += MAX_PAYLOAD) {
@@ -194,19 +209,27 @@ export async function privhelperMain(initial: Config): Promise<number> {
         }
       }
     } catch { /* the child's stdout broke: its status tells */ }
-    await out.send(encodeFrame(T.STDOUT_EOF, id, new Uint8Array(0))).catch(() => {});
+    await out.send(encodeFrame(T.STDOUT_EOF, id, EMPTY)).catch(() => {});
     const st = await child.status;
-    channels.delete(id);
+    this.#channels.delete(id);
     await out.send(jsonFrame(T.EXIT, id, st)).catch(() => {});
-  };
-  let code = 0;
-  try {
-    for await (const f of readFrames(Deno.stdin.readable)) await handle(f);
-  } catch (err) {
-    say(`protocol error, stopping: ${(err as Error).message}`);
-    code = 1;
   }
-  for (const ch of channels.values()) ch.child.kill();
-  await out.close().catch(() => {});
-  return code;
+
+  async #reload(): Promise<void> {
+    const src = this.#cfg.source;
+    try {
+      this.#cfg = await loadConfig(src.startsWith("(") ? undefined : src);
+      await this.#out.send(jsonFrame(T.RELOADED, 0, { ok: true }));
+    } catch (err) {
+      await this.#out.send(jsonFrame(T.RELOADED, 0, { ok: false, error: (err as Error).message }));
+    }
+  }
+}
+
+/** Runs the helper until the manager closes its pipe; returns the exit code. */
+export async function privhelperMain(cfg: Config): Promise<number> {
+  const worker = selfCommand(["worker"]); // with this process's permissions, before revoking
+  rememberDenoDir();
+  await dropPermissions(["net", "write", "env"]);
+  return await new HelperServer(cfg, worker).run();
 }
