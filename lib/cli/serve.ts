@@ -69,6 +69,19 @@ async function prepare(cfg: Config): Promise<PrivilegePlan | number> {
   return plan;
 }
 
+/** Switches to `user` for good (verified per thread) and gives up running programs. */
+async function switchToUser(u: { uid: number; gid: number }): Promise<void> {
+  try {
+    dropPrivileges(u.uid, u.gid);
+    // Every child now starts through the helper; this process never runs one again.
+    await dropPermissions(["run"]);
+  } catch (err) {
+    // Nothing was served yet: stop hard rather than serve half-privileged.
+    fail("privilege drop failed", err, EX_OSERR);
+    Deno.exit(EX_OSERR);
+  }
+}
+
 /** Runs the manager until a stop signal; returns the exit code. */
 export async function serve(cfg: Config): Promise<number> {
   await setupLogging(cfg.log);
@@ -111,17 +124,7 @@ export async function serve(cfg: Config): Promise<number> {
     return fail("listener failed", err, EX_UNAVAILABLE);
   }
   closeOnExecAll(); // the node:net listeners are not close-on-exec by themselves
-  if (plan.mode === "drop") {
-    try {
-      dropPrivileges(plan.user.uid, plan.user.gid);
-      // Every child now starts through the helper; this process never runs one again.
-      await dropPermissions(["run"]);
-    } catch (err) {
-      // Nothing was served yet: stop hard rather than serve half-privileged.
-      fail("privilege drop failed", err, EX_OSERR);
-      Deno.exit(EX_OSERR);
-    }
-  }
+  if (plan.mode === "drop") await switchToUser(plan.user);
   const { messages } = await manager.start();
   logEvent("starting", {
     version: VERSION,
