@@ -231,5 +231,8 @@ export async function privhelperMain(cfg: Config): Promise<number> {
   const worker = selfCommand(["worker"]); // with this process's permissions, before revoking
   rememberDenoDir();
   await dropPermissions(["net", "write", "env"]);
+  // A stop signal sent to the whole process group (Ctrl-C, systemd) is the manager's to
+  // handle: the helper ends when the manager closes its pipe, after the manager's shutdown.
+  for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) Deno.addSignalListener(sig, () => {});
   return await new HelperServer(cfg, worker).run();
 }
