@@ -32,6 +32,7 @@ Deno.test("embedded default parses into the documented values", () => {
   assert.deepEqual(c, {
     source: "(embedded default)",
     hostname: "localhost",
+    user: null,
     spoolDir: "/srv/skiff/var/spool",
     relayNetworks: ["127.0.0.0/8", "::1/128"],
     listeners: [{

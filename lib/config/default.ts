@@ -11,6 +11,8 @@ export const DEFAULT_CONFIG_TOML: string = `# skiff embedded default configurati
 hostname = "localhost"
 spool_dir = "./var/spool"
 relay_networks = ["127.0.0.0/8", "::1/128"]
+user = ""
+group = ""
 
 [[listener]]
 address = "127.0.0.1:2525"

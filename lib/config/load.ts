@@ -16,6 +16,7 @@ import { describeListener, readListenerLimits, readListeners } from "./listeners
 import type { Config, HostPort, LimitsConfig, LogConfig } from "./types.ts";
 import { describeRouting, readDelivery, readRoutes } from "../route/config.ts";
 import { describeHttp, readHttp } from "../http/config.ts";
+import { lookupGroup, readPasswd } from "../sys/passwd.ts";
 
 /** Where the configuration came from when no file was given. */
 export const EMBEDDED_SOURCE = "(embedded default)";
@@ -77,6 +78,8 @@ const KEYS: Record<string, readonly string[]> = {
     "sendmail",
     "milter",
     "http",
+    "user",
+    "group",
   ],
   listener: [
     "address",
@@ -407,6 +410,27 @@ function readBytes0(r: Reader, t: Table, key: string): number {
   return v;
 }
 
+/** `user` and `group`: who `skiff serve` runs as after start; never root. */
+function readUser(r: Reader, raw: Table): Config["user"] {
+  const name = r.string(raw, "user", "user", '"" or a user name');
+  const group = r.string(raw, "group", "group", '"" or a group name or number');
+  if (name === "") {
+    if (group !== "") r.fail("group", '"" while user is unset', group);
+    return null;
+  }
+  const pw = readPasswd().find((e) => e.name === name);
+  if (!pw) r.fail("user", "a user name in /etc/passwd", name);
+  if (pw.uid === 0) r.fail("user", "an unprivileged user (not uid 0)", name);
+  let gid = pw.gid;
+  if (group !== "") {
+    const g = lookupGroup(group);
+    if (g === null) r.fail("group", "a group name in /etc/group or a number", group);
+    gid = g;
+  }
+  if (gid === 0) r.fail(group === "" ? "user" : "group", "a group other than gid 0", group || name);
+  return { name, uid: pw.uid, gid, home: pw.home, group };
+}
+
 function build(r: Reader, raw: Table, source: string): Config {
   r.table(raw, "", "");
   const hostname = r.string(raw, "hostname", "hostname", HOSTNAME);
@@ -435,6 +459,7 @@ function build(r: Reader, raw: Table, source: string): Config {
     http: readHttp(routeCtx, raw.http),
     source,
     hostname,
+    user: readUser(r, raw),
     spoolDir: r.path(raw, "spool_dir", "spool_dir"),
     relayNetworks: readNetworks(r, raw),
     listeners: readListeners(r, raw.listener),
@@ -550,6 +575,8 @@ export function describeConfig(c: Config): string {
   const lines = [
     `# skiff effective configuration, from ${c.source.replace(/[\r\n]/g, " ")}`,
     kv("hostname", c.hostname),
+    kv("user", c.user?.name ?? ""),
+    kv("group", c.user?.group ?? ""),
     kv("spool_dir", c.spoolDir),
     kv("relay_networks", c.relayNetworks),
   ];

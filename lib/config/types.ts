@@ -162,12 +162,24 @@ export interface MilterConfig {
   contentTimeout: number;
 }
 
+/** The unprivileged user `skiff serve` switches to (`user`, `group`). */
+export interface ManagerUser {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
+  /** The `group` key as written ("" = the user's primary group). */
+  group: string;
+}
+
 /** The whole configuration. */
 export interface Config {
   /** Where this came from: a file path, or "(embedded default)". */
   source: string;
   /** Name used in the greeting, EHLO, Received and Message-ID headers. */
   hostname: string;
+  /** Run as this user after start (docs/security.md); null when `user` is unset. */
+  user: ManagerUser | null;
   /** Spool directory (incoming/, queue/ beneath it). */
   spoolDir: string;
   /** Networks (CIDR) whose unauthenticated clients may relay. */

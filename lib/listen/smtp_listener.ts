@@ -6,6 +6,7 @@
  * TLS before the session starts, and can be closed, waiting for sessions.
  */
 import * as net from "node:net";
+import { closeOnExecAll } from "../sys/cloexec.ts";
 import { peerCred } from "../auth/peercred.ts";
 import { formatListenAddress } from "../config/listeners.ts";
 import type { ListenerConfig } from "../config/types.ts";
@@ -26,8 +27,12 @@ export interface Listener {
   close(graceMs: number): Promise<void>;
 }
 
-/** What every session of a listener shares; the listener adds itself. */
-export type ListenerContext = Omit<SessionContext, "listener">;
+/**
+ * What every session of a listener shares; the listener adds itself. `gate`:
+ * sessions accepted before it resolves wait for it (the manager binds as
+ * root and lets sessions in only after switching to `user`).
+ */
+export type ListenerContext = Omit<SessionContext, "listener"> & { gate?: Promise<void> };
 
 /** Binds a listener; rejects with a clear message when the address cannot be bound. */
 export async function startSmtpListener(
@@ -74,7 +79,7 @@ export async function startSmtpListener(
     open.add(socket);
     if (ip !== "") perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
     socket.on("error", () => {}); // reported through the session's reads
-    const done = accept(socket, ip).catch((err) => {
+    const done = (base.gate ?? Promise.resolve()).then(() => accept(socket, ip)).catch((err) => {
       logWarn("session error", { client: ip || "unix", error: String(err) });
     }).finally(() => {
       socket.destroy();
@@ -93,6 +98,7 @@ export async function startSmtpListener(
       reject(new Error(`Cannot listen on ${shown}: ${err.message}`));
     });
     const bound = () => {
+      closeOnExecAll(); // node:net listeners are not close-on-exec by themselves
       let where = shown;
       if (lc.address.kind === "unix") {
         const path = lc.address.path;

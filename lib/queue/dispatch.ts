@@ -24,7 +24,7 @@ import type { OutgoingMessage, RecipientResult, SendResult } from "../smtp/clien
 import type { JournalRecord, MessageState, RecipientState } from "../spool/records.ts";
 import type { Spool } from "../spool/spool.ts";
 import type { DeliveryJob, JobResult, JobTarget, WorkerReport } from "../worker/protocol.ts";
-import type { RunOptions } from "../worker/run_job.ts";
+import { type RunOptions, WorkerError } from "../worker/run_job.ts";
 import {
   deliverNet,
   destinationKey,
@@ -48,6 +48,8 @@ export interface DispatchDeps {
   programs: ProgramPool;
   aliases: () => AliasTable;
   runJob: (job: DeliveryJob, opts: Omit<RunOptions, "timeoutMs">) => Promise<WorkerReport>;
+  /** Whether children can run as other uids (root, or the privileged helper is there). */
+  switchesUsers: () => boolean;
   /** Test seam replacing all network delivery. */
   relay?: (state: MessageState, rcpts: RecipientState[]) => Promise<SendResult>;
   /** Queues a message skiff made (bounce, alias expansion). */
@@ -83,7 +85,7 @@ export async function dispatch(
       const ctx = {
         aliases: deps.aliases(),
         readFile: readSmall,
-        root: Deno.uid() === 0,
+        root: deps.switchesUsers(),
       };
       // A listener with a fixed destination overrides the routing table.
       const fixed = state.envelope.params?.destination;
@@ -370,13 +372,13 @@ async function local(deps: DispatchDeps, state: MessageState, g: Group, out: App
     targets,
     log: deps.cfg.log,
   };
-  // Switching uid/gid needs root; otherwise the child runs as skiff's own user (docs/delivery.md).
-  const ids = runAs && Deno.uid() === 0 ? { uid: runAs.uid, gid: runAs.gid } : {};
+  // Switching uid/gid needs root or the helper; otherwise the child runs as skiff's own user
+  // (docs/delivery.md): the spawner decides.
   const byIndex = new Map(g.items.map(({ r }) => [r.index, r]));
   try {
     const report = await deps.runJob(job, {
       content: async () => (await deps.spool.content(state.envelope.id)).stream,
-      ...ids,
+      user: deps.switchesUsers() ? runAs : null,
     });
     const known = report.results.filter((x) => byIndex.has(x.rcpt));
     await out.add(
@@ -397,12 +399,22 @@ async function local(deps: DispatchDeps, state: MessageState, g: Group, out: App
       ),
     );
   } catch (err) {
+    // The whole cause (with the worker's stderr) on the message's log line; a short one
+    // in the deferral text, which may end up in a delay notice to the sender.
+    const e = err as WorkerError;
+    logWarn("worker failed", {
+      id: state.envelope.id,
+      user: runAs?.name ?? "(skiff)",
+      error: e.message ?? String(err),
+      stderr: e.stderr || undefined,
+    });
+    const cause = e instanceof WorkerError ? e.message.slice(0, 200) : String(err).slice(0, 200);
     await out.add(
       g.items.map(({ r }) =>
         resultRecord(deps, r, {
           outcome: "deferred",
           dsn: "4.3.0",
-          text: `Local delivery failed: ${(err as Error).message ?? err}`,
+          text: `Local delivery failed: ${cause}`,
         }, "local")
       ),
     );
@@ -421,7 +433,7 @@ async function forwarded(
 ) {
   const due = (x: JobResult) => o.items.find(({ r }) => r.index === x.rcpt)!;
   const again: Due[] = [];
-  const root = Deno.uid() === 0;
+  const root = deps.switchesUsers();
   const ctx = { aliases: deps.aliases(), readFile: readSmall, root, skipForward: true };
   for (const x of o.results) {
     const d = due(x);

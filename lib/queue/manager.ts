@@ -18,6 +18,7 @@ import { type RunOptions, runWorkerJob } from "../worker/run_job.ts";
 import { ConnectionCache } from "../deliver/conn_cache.ts";
 import type { NetContext } from "../deliver/smtp.ts";
 import { ProgramPool } from "../deliver/program.ts";
+import type { Spawner } from "../sys/spawn.ts";
 import { dispatch, type DispatchDeps } from "./dispatch.ts";
 import { DestinationLimiter, type LimiterClock } from "./limits.ts";
 
@@ -31,6 +32,8 @@ export interface ManagerOptions {
   relay?: (state: MessageState, rcpts: RecipientState[]) => Promise<SendResult>;
   /** Overrides of the network context (tests: MX port, CAs). */
   net?: Partial<NetContext>;
+  /** Who starts workers and programs (default: directly, lib/sys/spawn.ts). */
+  spawner?: Spawner;
   /** The per-destination rate limit's clock and sleep (tests; default the real ones). */
   limiterClock?: Partial<LimiterClock>;
 }
@@ -70,6 +73,7 @@ export class QueueManager {
       helo: cfg.hostname,
       replyTimeoutMs,
       idleMs: d.cacheIdle * 1000,
+      spawner: opts.spawner,
     });
     this.#deps = {
       cfg,
@@ -89,7 +93,13 @@ export class QueueManager {
       programs: this.#programs,
       aliases: () => this.#aliases,
       runJob: opts.runJob ??
-        ((job, o) => runWorkerJob(job, { ...o, timeoutMs: cfg.queue.workerTimeout * 1000 })),
+        ((job, o) =>
+          runWorkerJob(job, {
+            ...o,
+            spawner: opts.spawner,
+            timeoutMs: cfg.queue.workerTimeout * 1000,
+          })),
+      switchesUsers: () => opts.spawner?.kind === "privhelper" || Deno.uid() === 0,
       relay: opts.relay,
       enqueue: (id) => this.enqueue(id),
     };

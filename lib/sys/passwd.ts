@@ -74,3 +74,19 @@ export function findLocalUser(name: string): PasswdEntry | null {
   const lower = name.toLowerCase();
   return readPasswd().find((e) => e.name.toLowerCase() === lower) ?? null;
 }
+
+/** A group's gid from /etc/group by name, or a number as written; null when unknown. */
+export function lookupGroup(name: string): number | null {
+  if (/^[0-9]{1,10}$/.test(name)) return Number(name);
+  let text = "";
+  try {
+    text = Deno.readTextFileSync("/etc/group");
+  } catch {
+    return null;
+  }
+  for (const line of text.split("\n")) {
+    const f = line.split(":");
+    if (f.length >= 3 && f[0] === name && /^[0-9]{1,10}$/.test(f[2])) return Number(f[2]);
+  }
+  return null;
+}
