@@ -114,6 +114,9 @@ nameserver = "127.0.0.1:1"
       leftInQueue: left,
       seconds: Math.round((Date.now() - t0) / 1000),
     });
+  } catch (e) {
+    o.keep = true; // for a look at the log
+    throw e;
   } finally {
     stopSenders = true;
     await skiff?.kill();

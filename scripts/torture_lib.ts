@@ -77,7 +77,11 @@ export class SkiffGroup {
     while (Date.now() < deadline) {
       const text = decoder.decode((await Deno.readFile(this.#log)).subarray(from));
       if (/ ready /.test(text)) return;
-      if (exited) throw new Error(`skiff exited before it was ready; log ${this.#log}`);
+      if (exited) {
+        throw new Error(
+          `skiff exited before it was ready; log ${this.#log}:\n${text.slice(-2000)}`,
+        );
+      }
       await sleep(50);
     }
     await this.kill();
@@ -112,7 +116,9 @@ async function copyLog(from: ReadableStream<Uint8Array>, to: Deno.FsFile): Promi
       let off = 0;
       while (off < chunk.length) off += await to.write(chunk.subarray(off));
     }
-  } catch { /* skiff gone */ } finally {
+  } catch {
+    /* skiff gone */
+  } finally {
     to.close();
   }
 }

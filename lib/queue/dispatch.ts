@@ -5,7 +5,10 @@
  * through the connection cache and per-destination limits, local mailboxes
  * and pipes in worker children as the recipient's uid/gid), append each
  * group's results to the journal as they arrive, then send the bounce or
- * delay warning the results call for (notify.ts).
+ * delay warning the results call for (notify.ts). A remote server's reply
+ * after the content is journaled the moment it is read (onResults), through
+ * a journal held open for the pass: a kill -9 between the peer's 250 and
+ * that write means the message goes out again (docs/reliability.md).
  */
 import type { Config } from "../config/types.ts";
 import { delaySeconds, logEvent, logWarn } from "../log/log.ts";
@@ -13,7 +16,13 @@ import type { AliasTable } from "../route/aliases.ts";
 import { fixedRoute } from "../route/fixed.ts";
 import { encodeSpecial, PROTOCOL_ALIAS, route, type Routed } from "../route/router.ts";
 import type { Destination } from "../route/types.ts";
-import type { OutgoingMessage, RecipientResult, SendResult } from "../smtp/client.ts";
+import type {
+  OutgoingMessage,
+  RecipientResult,
+  SendResult,
+  SettledResult,
+} from "../smtp/client.ts";
+import { JournalWriter } from "../spool/journal_writer.ts";
 import type { JournalRecord, MessageState, RecipientState } from "../spool/records.ts";
 import type { Spool } from "../spool/spool.ts";
 import type { DeliveryJob, JobTarget, WorkerReport } from "../worker/protocol.ts";
@@ -61,50 +70,73 @@ export async function dispatch(
     (r.status === "pending" || r.status === "deferred") && (forced || r.nextAttempt <= now)
   );
   if (due.length > 0) {
-    const records: Promise<void>[] = [];
     const appender = new Appender(deps, state);
-    if (await loops(deps, state)) {
-      await appender.add(due.map((r) => ({
-        t: "failed",
-        rcpt: r.index,
-        at: now,
-        dsn: "5.4.6",
-        text: `Mail loop: more than ${deps.cfg.delivery.maxReceived} Received headers`,
-      })));
-    } else {
-      const ctx = {
-        aliases: deps.aliases(),
-        readFile: readSmall,
-        root: Deno.uid() === 0,
-      };
-      // A listener with a fixed destination overrides the routing table.
-      const fixed = state.envelope.params?.destination;
-      const routed: Due[] = due.map((r) => ({
-        r,
-        routed: fixedRoute(deps.cfg, fixed, r.address) ??
-          route(deps.cfg, ctx, r.address, state.envelope.protocol),
-      }));
-      for (const group of groupDue(routed)) records.push(runGroup(deps, state, group, appender));
-      await Promise.all(records);
+    try {
+      await deliverDue(deps, state, due, appender);
+    } finally {
+      await appender.close();
     }
   }
   state = await deps.spool.load(id);
   return await notify(deps, state);
 }
 
-/** Serialises journal appends of one message ("one appender at a time") and logs them. */
+/** Delivers the due recipients (or fails them all for a mail loop). */
+async function deliverDue(
+  deps: DispatchDeps,
+  state: MessageState,
+  due: RecipientState[],
+  appender: Appender,
+): Promise<void> {
+  const now = deps.now();
+  if (await loops(deps, state)) {
+    await appender.add(due.map((r) => ({
+      t: "failed",
+      rcpt: r.index,
+      at: now,
+      dsn: "5.4.6",
+      text: `Mail loop: more than ${deps.cfg.delivery.maxReceived} Received headers`,
+    })));
+  } else {
+    const ctx = {
+      aliases: deps.aliases(),
+      readFile: readSmall,
+      root: Deno.uid() === 0,
+    };
+    // A listener with a fixed destination overrides the routing table.
+    const fixed = state.envelope.params?.destination;
+    const routed: Due[] = due.map((r) => ({
+      r,
+      routed: fixedRoute(deps.cfg, fixed, r.address) ??
+        route(deps.cfg, ctx, r.address, state.envelope.protocol),
+    }));
+    await Promise.all(groupDue(routed).map((g) => runGroup(deps, state, g, appender)));
+  }
+}
+
+/**
+ * The one appender of a message during a pass: records go out in call
+ * order through a JournalWriter opened on first use (one write each, syncs
+ * coalesced), and are logged once durable.
+ */
 class Appender {
-  #chain: Promise<void> = Promise.resolve();
+  #writer: Promise<JournalWriter> | null = null;
   constructor(private deps: DispatchDeps, private state: MessageState) {}
 
   add(records: JournalRecord[]): Promise<void> {
     if (records.length === 0) return Promise.resolve();
-    const run = this.#chain.then(async () => {
-      await this.deps.spool.append(this.state.envelope.id, records);
+    const id = this.state.envelope.id;
+    this.#writer ??= JournalWriter.open(this.deps.spool.path(id), id);
+    // Callbacks on one promise run in registration order: writes keep call order.
+    return this.#writer.then((w) => w.append(records)).then(() => {
       for (const r of records) logResult(this.state, r);
     });
-    this.#chain = run.catch(() => {});
-    return run;
+  }
+
+  /** Closes the journal after the pending writes. */
+  async close(): Promise<void> {
+    const w = await this.#writer?.catch(() => null);
+    await w?.close();
   }
 }
 
@@ -157,7 +189,12 @@ async function expire(deps: DispatchDeps, state: MessageState): Promise<MessageS
       text: `Message expired after ${life} s in the queue; last error: ${r.text ?? "none"}`,
     }));
   if (records.length === 0) return state;
-  await new Appender(deps, state).add(records);
+  const out = new Appender(deps, state);
+  try {
+    await out.add(records);
+  } finally {
+    await out.close();
+  }
   return await deps.spool.load(state.envelope.id);
 }
 
@@ -244,10 +281,28 @@ function outgoing(
 
 async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: Appender) {
   const rcpts = g.items.map((d) => d.r);
-  const fromResults = (res: SendResult) =>
-    out.add(
-      res.recipients.map((x: RecipientResult, i) => resultRecord(deps, rcpts[i], x, res.relay)),
+  // Results journaled as the server's reply arrived (onResults), their
+  // writes, and which of them are durable.
+  const early = new Set<number>();
+  const recorded = new Set<number>();
+  const writes: Promise<void>[] = [];
+  const onResults = (settled: SettledResult[], relay: string) => {
+    for (const s of settled) early.add(s.index);
+    const recs = settled.map((s) => resultRecord(deps, rcpts[s.index], s.result, relay));
+    // Awaited below through `writes`; a failure surfaces there.
+    const w = out.add(recs).then(() => settled.forEach((s) => recorded.add(s.index)));
+    w.catch(() => {});
+    writes.push(w);
+  };
+  const fromResults = async (res: SendResult) => {
+    await Promise.all(writes);
+    await out.add(
+      res.recipients.flatMap((x: RecipientResult, i) =>
+        early.has(i) ? [] : [resultRecord(deps, rcpts[i], x, res.relay)]
+      ),
     );
+  };
+  const send = (msg: OutgoingMessage): OutgoingMessage => ({ ...msg, onResults });
   try {
     if (g.kind === "now") {
       return await out.add(g.items.map(({ r, routed }) => {
@@ -279,7 +334,9 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
       const release = await deps.limiter.acquire(g.key, first.concurrency, first.rate);
       try {
         const dest = netDest(first.destination, first.domain);
-        return await fromResults(await deliverNet(dest, outgoing(deps, state, rcpts), deps.net));
+        return await fromResults(
+          await deliverNet(dest, send(outgoing(deps, state, rcpts)), deps.net),
+        );
       } finally {
         release();
       }
@@ -289,7 +346,7 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
       const release = await deps.limiter.acquire(g.key, 1, first.rate);
       try {
         return await fromResults(
-          await deps.programs.deliver(dest.command, dest.user, outgoing(deps, state, rcpts)),
+          await deps.programs.deliver(dest.command, dest.user, send(outgoing(deps, state, rcpts))),
         );
       } finally {
         release();
@@ -300,7 +357,7 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
     // Unexpected trouble: defer the group (never lost).
     logWarn("delivery failed", { id: state.envelope.id, error: String(err) });
     await out.add(
-      rcpts.map((r) =>
+      rcpts.filter((_, i) => !recorded.has(i)).map((r) =>
         resultRecord(deps, r, {
           outcome: "deferred",
           dsn: "4.3.0",

@@ -156,6 +156,8 @@ export class QueueManager {
       if (this.#due.has(id) || this.#active.has(id) || this.#withdrawn.has(id)) continue;
       try {
         const state = await this.#spool.load(id);
+        // A delivery may have started (or even finished) while the file was read.
+        if (this.#due.has(id) || this.#active.has(id) || this.#withdrawn.has(id)) continue;
         this.#due.set(id, state.nextAttempt);
       } catch (err) {
         logError("unreadable queue file", { id, error: String(err) });
@@ -246,6 +248,8 @@ export class QueueManager {
       this.#due.delete(id);
       const run = this.#process(id)
         .catch((err) => {
+          // Gone (removed after delivery, or by an operator): nothing left to retry.
+          if (err instanceof Deno.errors.NotFound) return;
           logError("processing failed", { id, error: String(err) });
           this.#due.set(id, this.#now() + this.#cfg.queue.retryMin * 1000);
         })
