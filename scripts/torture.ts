@@ -37,7 +37,7 @@ export interface TortureOptions {
   progress?: (line: string) => void;
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -55,7 +55,7 @@ export async function runTorture(o: TortureOptions): Promise<TortureFigures> {
   const t0 = Date.now();
   const dir = await Deno.makeTempDir({ prefix: "skiff-torture-" });
   const sink = await TokenSink.start({ file: `${dir}/tokens` });
-  const port = await freePort();
+  const port = freePort();
   const config = `${dir}/skiff.toml`;
   const log = `${dir}/skiff.log`;
   await Deno.writeTextFile(

@@ -169,7 +169,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const { work, sink, server } = await relayThroughFaultySink("drop-in-data");
+    const { sink, server } = await relayThroughFaultySink("drop-in-data");
     try {
       const id = await submitToken(server.port, "drop-1");
       await server.waitForLog(new RegExp(`deferred id=${id} `), 20_000);
@@ -192,7 +192,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const { work, sink, server } = await relayThroughFaultySink(
+    const { sink, server } = await relayThroughFaultySink(
       "silent",
       "connect_timeout = 2\nreply_timeout = 2\n",
     );

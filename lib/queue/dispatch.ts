@@ -70,7 +70,9 @@ export async function dispatch(
     (r.status === "pending" || r.status === "deferred") && (forced || r.nextAttempt <= now)
   );
   if (due.length > 0) {
-    const appender = new Appender(deps, state);
+    // Opened before any delivery starts, so that none of the open's file-system
+    // calls falls between a peer's 250 and the write of its record.
+    const appender = await Appender.open(deps, state);
     try {
       await deliverDue(deps, state, due, appender);
     } finally {
@@ -116,27 +118,27 @@ async function deliverDue(
 
 /**
  * The one appender of a message during a pass: records go out in call
- * order through a JournalWriter opened on first use (one write each, syncs
- * coalesced), and are logged once durable.
+ * order through a JournalWriter (one write each, syncs coalesced), and are
+ * logged once durable.
  */
 class Appender {
-  #writer: Promise<JournalWriter> | null = null;
-  constructor(private deps: DispatchDeps, private state: MessageState) {}
+  private constructor(private writer: JournalWriter, private state: MessageState) {}
 
-  add(records: JournalRecord[]): Promise<void> {
-    if (records.length === 0) return Promise.resolve();
-    const id = this.state.envelope.id;
-    this.#writer ??= JournalWriter.open(this.deps.spool.path(id), id);
-    // Callbacks on one promise run in registration order: writes keep call order.
-    return this.#writer.then((w) => w.append(records)).then(() => {
-      for (const r of records) logResult(this.state, r);
-    });
+  /** Opens the message's journal for the pass. */
+  static async open(deps: DispatchDeps, state: MessageState): Promise<Appender> {
+    const id = state.envelope.id;
+    return new Appender(await JournalWriter.open(deps.spool.path(id), id), state);
+  }
+
+  async add(records: JournalRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    await this.writer.append(records);
+    for (const r of records) logResult(this.state, r);
   }
 
   /** Closes the journal after the pending writes. */
-  async close(): Promise<void> {
-    const w = await this.#writer?.catch(() => null);
-    await w?.close();
+  close(): Promise<void> {
+    return this.writer.close();
   }
 }
 
@@ -189,7 +191,7 @@ async function expire(deps: DispatchDeps, state: MessageState): Promise<MessageS
       text: `Message expired after ${life} s in the queue; last error: ${r.text ?? "none"}`,
     }));
   if (records.length === 0) return state;
-  const out = new Appender(deps, state);
+  const out = await Appender.open(deps, state);
   try {
     await out.add(records);
   } finally {
@@ -356,6 +358,7 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
   } catch (err) {
     // Unexpected trouble: defer the group (never lost).
     logWarn("delivery failed", { id: state.envelope.id, error: String(err) });
+    await Promise.allSettled(writes); // so `recorded` is complete
     await out.add(
       rcpts.filter((_, i) => !recorded.has(i)).map((r) =>
         resultRecord(deps, r, {
