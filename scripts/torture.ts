@@ -9,8 +9,13 @@
  *   deno task torture --kills 100 --senders 16
  *
  * Options: --kills N (10), --senders N (16), --min-ms / --max-ms (random
- * run time between kills, 300 / 2500), --drain-s (120), --keep (keep the
+ * run time between kills, 300 / 2500), --backlog N (senders wait while
+ * more than N messages are queued, 200), --drain-s (120), --keep (keep the
  * work directory), --json (figures as JSON only).
+ *
+ * The backlog bound keeps the run in a steady state: unbounded senders
+ * outpace relaying on a loaded machine, the queue grows to thousands, and
+ * every restart then spends its time rescanning instead of delivering.
  */
 import { TokenSink } from "./token_sink.ts";
 import {
@@ -29,6 +34,8 @@ export interface TortureOptions {
   /** Random run time between kills. */
   minMs?: number;
   maxMs?: number;
+  /** Senders wait while more than this many messages are queued (default 200). */
+  backlog?: number;
   /** Longest wait for the queue to drain at the end. */
   drainSeconds?: number;
   /** Keep the work directory (for a look at the log). */
@@ -81,6 +88,11 @@ nameserver = "127.0.0.1:1"
   let skiff: SkiffGroup | null = null;
   let kills = 0;
   let left = -1;
+  let backlog = 0;
+  const monitor = setInterval(() => {
+    queued(dir).then((n) => backlog = n).catch(() => {});
+  }, 200);
+  const maxBacklog = o.backlog ?? 200;
   try {
     skiff = await SkiffGroup.start(config, log);
     const senders = Array.from({ length: o.senders }, (_, i) =>
@@ -89,6 +101,7 @@ nameserver = "127.0.0.1:1"
         to: "far@example.com",
         prefix: `s${i}`,
         stop: () => stopSenders,
+        hold: () => backlog > maxBacklog,
         tally,
       }));
     const minMs = o.minMs ?? 300;
@@ -100,7 +113,7 @@ nameserver = "127.0.0.1:1"
       o.progress?.(
         `kill ${kills}/${o.kills}: sent ${tally.sent.size} accepted ${tally.accepted.size}`,
       );
-      skiff = await SkiffGroup.start(config, log);
+      skiff = await SkiffGroup.start(config, log, 120_000);
     }
     stopSenders = true;
     await Promise.all(senders);
@@ -118,6 +131,7 @@ nameserver = "127.0.0.1:1"
     o.keep = true; // for a look at the log
     throw e;
   } finally {
+    clearInterval(monitor);
     stopSenders = true;
     await skiff?.kill();
     await sink.stop();
@@ -145,6 +159,7 @@ if (import.meta.main) {
     minMs: numberArg(args, "min-ms", 300),
     maxMs: numberArg(args, "max-ms", 2500),
     drainSeconds: numberArg(args, "drain-s", 120),
+    backlog: numberArg(args, "backlog", 200),
     keep: args.includes("--keep"),
     progress: json ? undefined : (l) => console.error(l),
   });

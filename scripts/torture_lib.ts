@@ -173,6 +173,8 @@ export interface SenderOptions {
   prefix: string;
   /** Stop when this returns true (checked between messages). */
   stop: () => boolean;
+  /** Wait before the next message while this returns true (backlog control). */
+  hold?: () => boolean;
   /** Messages per connection before QUIT. */
   perConnection?: number;
   /** Padding bytes per message body. */
@@ -197,6 +199,7 @@ export async function sender(o: SenderOptions): Promise<void> {
       await writeAll(conn, "EHLO torture.test\r\n");
       if (await r.code() !== 250) throw new Error("EHLO refused");
       for (let i = 0; i < (o.perConnection ?? 20) && !o.stop(); i++) {
+        while (o.hold?.() && !o.stop()) await sleep(50);
         const token = `${o.prefix}-${++seq}`;
         await writeAll(conn, `MAIL FROM:<torture@torture.test>\r\nRCPT TO:<${o.to}>\r\nDATA\r\n`);
         if (await r.code() !== 250 || await r.code() !== 250 || await r.code() !== 354) {
