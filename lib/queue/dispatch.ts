@@ -7,8 +7,8 @@
  * group's results to the journal as they arrive, then send the bounce or
  * delay warning the results call for (notify.ts). A remote server's reply
  * after the content is journaled the moment it is read (onResults), through
- * a journal held open for the pass: a kill -9 between the peer's 250 and
- * that write means the message goes out again (docs/reliability.md).
+ * a journal opened before delivery starts: a kill -9 between the peer's 250
+ * and that write means the message goes out again (docs/reliability.md).
  */
 import type { Config } from "../config/types.ts";
 import { delaySeconds, logEvent, logWarn } from "../log/log.ts";
@@ -16,12 +16,7 @@ import type { AliasTable } from "../route/aliases.ts";
 import { fixedRoute } from "../route/fixed.ts";
 import { encodeSpecial, PROTOCOL_ALIAS, route, type Routed } from "../route/router.ts";
 import type { Destination } from "../route/types.ts";
-import type {
-  OutgoingMessage,
-  RecipientResult,
-  SendResult,
-  SettledResult,
-} from "../smtp/client.ts";
+import type { OutgoingMessage, RecipientResult, SendResult } from "../smtp/client.ts";
 import { JournalWriter } from "../spool/journal_writer.ts";
 import type { JournalRecord, MessageState, RecipientState } from "../spool/records.ts";
 import type { Spool } from "../spool/spool.ts";
@@ -70,75 +65,88 @@ export async function dispatch(
     (r.status === "pending" || r.status === "deferred") && (forced || r.nextAttempt <= now)
   );
   if (due.length > 0) {
+    const records: Promise<void>[] = [];
     // Opened before any delivery starts, so that none of the open's file-system
     // calls falls between a peer's 250 and the write of its record.
-    const appender = await Appender.open(deps, state);
-    try {
-      await deliverDue(deps, state, due, appender);
-    } finally {
-      await appender.close();
+    await using appender = await Appender.open(deps, state);
+    if (await loops(deps, state)) {
+      await appender.add(due.map((r) => ({
+        t: "failed",
+        rcpt: r.index,
+        at: now,
+        dsn: "5.4.6",
+        text: `Mail loop: more than ${deps.cfg.delivery.maxReceived} Received headers`,
+      })));
+    } else {
+      const ctx = {
+        aliases: deps.aliases(),
+        readFile: readSmall,
+        root: Deno.uid() === 0,
+      };
+      // A listener with a fixed destination overrides the routing table.
+      const fixed = state.envelope.params?.destination;
+      const routed: Due[] = due.map((r) => ({
+        r,
+        routed: fixedRoute(deps.cfg, fixed, r.address) ??
+          route(deps.cfg, ctx, r.address, state.envelope.protocol),
+      }));
+      for (const group of groupDue(routed)) records.push(runGroup(deps, state, group, appender));
+      await Promise.all(records);
     }
   }
   state = await deps.spool.load(id);
   return await notify(deps, state);
 }
 
-/** Delivers the due recipients (or fails them all for a mail loop). */
-async function deliverDue(
-  deps: DispatchDeps,
-  state: MessageState,
-  due: RecipientState[],
-  appender: Appender,
-): Promise<void> {
-  const now = deps.now();
-  if (await loops(deps, state)) {
-    await appender.add(due.map((r) => ({
-      t: "failed",
-      rcpt: r.index,
-      at: now,
-      dsn: "5.4.6",
-      text: `Mail loop: more than ${deps.cfg.delivery.maxReceived} Received headers`,
-    })));
-  } else {
-    const ctx = {
-      aliases: deps.aliases(),
-      readFile: readSmall,
-      root: Deno.uid() === 0,
-    };
-    // A listener with a fixed destination overrides the routing table.
-    const fixed = state.envelope.params?.destination;
-    const routed: Due[] = due.map((r) => ({
-      r,
-      routed: fixedRoute(deps.cfg, fixed, r.address) ??
-        route(deps.cfg, ctx, r.address, state.envelope.protocol),
-    }));
-    await Promise.all(groupDue(routed).map((g) => runGroup(deps, state, g, appender)));
-  }
-}
-
 /**
- * The one appender of a message during a pass: records go out in call
- * order through a JournalWriter (one write each, syncs coalesced), and are
- * logged once durable.
+ * The one appender of a message during a pass. Each add() is written at
+ * once through a JournalWriter opened for the pass (writes keep call order,
+ * fdatasyncs are coalesced) and logged, in order, once durable.
  */
 class Appender {
-  private constructor(private writer: JournalWriter, private state: MessageState) {}
+  #chain: Promise<void> = Promise.resolve();
+  /** Recipients whose result a server's reply settled this pass (settle()). */
+  #settled = new Set<number>();
+  private constructor(private state: MessageState, private writer: JournalWriter) {}
 
-  /** Opens the message's journal for the pass. */
+  /** Opens the message's journal for the pass; closed at the end of the `await using` scope. */
   static async open(deps: DispatchDeps, state: MessageState): Promise<Appender> {
     const id = state.envelope.id;
-    return new Appender(await JournalWriter.open(deps.spool.path(id), id), state);
+    return new Appender(state, await JournalWriter.open(deps.spool.path(id), id));
   }
 
-  async add(records: JournalRecord[]): Promise<void> {
-    if (records.length === 0) return;
-    await this.writer.append(records);
-    for (const r of records) logResult(this.state, r);
+  /** Journals records; a result for a recipient settle() already journaled is dropped. */
+  add(records: JournalRecord[]): Promise<void> {
+    records = records.filter((r) => !("rcpt" in r && this.#settled.has(r.rcpt)));
+    if (records.length === 0) return Promise.resolve();
+    const written = this.writer.append(records);
+    written.catch(() => {}); // observed below, perhaps after it settles
+    const run = this.#chain.then(async () => {
+      await written;
+      for (const r of records) logResult(this.state, r);
+    });
+    this.#chain = run.catch(() => {});
+    return run;
   }
 
-  /** Closes the journal after the pending writes. */
-  close(): Promise<void> {
-    return this.writer.close();
+  /**
+   * Journals the results a server's reply settled, the moment it is read;
+   * the same results coming back at the end of the session are then
+   * dropped by add(). Never rejects: a failed write is logged and the
+   * recipient, left without a record, is tried again on a later pass.
+   */
+  settle(records: JournalRecord[]): void {
+    const run = this.add(records);
+    for (const r of records) if ("rcpt" in r) this.#settled.add(r.rcpt);
+    run.catch((err) =>
+      logWarn("journal write failed", { id: this.state.envelope.id, error: String(err) })
+    );
+  }
+
+  /** Waits for the pending writes, then closes the journal. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#chain;
+    await this.writer.close();
   }
 }
 
@@ -191,12 +199,8 @@ async function expire(deps: DispatchDeps, state: MessageState): Promise<MessageS
       text: `Message expired after ${life} s in the queue; last error: ${r.text ?? "none"}`,
     }));
   if (records.length === 0) return state;
-  const out = await Appender.open(deps, state);
-  try {
-    await out.add(records);
-  } finally {
-    await out.close();
-  }
+  await using out = await Appender.open(deps, state);
+  await out.add(records);
   return await deps.spool.load(state.envelope.id);
 }
 
@@ -283,28 +287,16 @@ function outgoing(
 
 async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: Appender) {
   const rcpts = g.items.map((d) => d.r);
-  // Results journaled as the server's reply arrived (onResults), their
-  // writes, and which of them are durable.
-  const early = new Set<number>();
-  const recorded = new Set<number>();
-  const writes: Promise<void>[] = [];
-  const onResults = (settled: SettledResult[], relay: string) => {
-    for (const s of settled) early.add(s.index);
-    const recs = settled.map((s) => resultRecord(deps, rcpts[s.index], s.result, relay));
-    // Awaited below through `writes`; a failure surfaces there.
-    const w = out.add(recs).then(() => settled.forEach((s) => recorded.add(s.index)));
-    w.catch(() => {});
-    writes.push(w);
-  };
-  const fromResults = async (res: SendResult) => {
-    await Promise.all(writes);
-    await out.add(
-      res.recipients.flatMap((x: RecipientResult, i) =>
-        early.has(i) ? [] : [resultRecord(deps, rcpts[i], x, res.relay)]
-      ),
+  const fromResults = (res: SendResult) =>
+    out.add(
+      res.recipients.map((x: RecipientResult, i) => resultRecord(deps, rcpts[i], x, res.relay)),
     );
-  };
-  const send = (msg: OutgoingMessage): OutgoingMessage => ({ ...msg, onResults });
+  // What a reply after the content settles is journaled as soon as it is read.
+  const send = (msg: OutgoingMessage): OutgoingMessage => ({
+    ...msg,
+    onResults: (settled, relay) =>
+      out.settle(settled.map((s) => resultRecord(deps, rcpts[s.index], s.result, relay))),
+  });
   try {
     if (g.kind === "now") {
       return await out.add(g.items.map(({ r, routed }) => {
@@ -358,9 +350,8 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
   } catch (err) {
     // Unexpected trouble: defer the group (never lost).
     logWarn("delivery failed", { id: state.envelope.id, error: String(err) });
-    await Promise.allSettled(writes); // so `recorded` is complete
     await out.add(
-      rcpts.filter((_, i) => !recorded.has(i)).map((r) =>
+      rcpts.map((r) =>
         resultRecord(deps, r, {
           outcome: "deferred",
           dsn: "4.3.0",

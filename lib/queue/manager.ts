@@ -248,8 +248,6 @@ export class QueueManager {
       this.#due.delete(id);
       const run = this.#process(id)
         .catch((err) => {
-          // Gone (removed after delivery, or by an operator): nothing left to retry.
-          if (err instanceof Deno.errors.NotFound) return;
           logError("processing failed", { id, error: String(err) });
           this.#due.set(id, this.#now() + this.#cfg.queue.retryMin * 1000);
         })
@@ -270,7 +268,14 @@ export class QueueManager {
     const forced = this.#forced.delete(id);
     await this.#aliasesLoaded;
     await this.#refreshAliases();
-    const state = await dispatch(this.#deps, id, forced);
+    let state;
+    try {
+      state = await dispatch(this.#deps, id, forced);
+    } catch (err) {
+      // Gone (removed after its delivery, or by an operator): nothing left to retry.
+      if (err instanceof Deno.errors.NotFound) return;
+      throw err;
+    }
     if (state.done) {
       await this.#spool.remove(id);
       logEvent("removed", { id });
