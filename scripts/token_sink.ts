@@ -1,7 +1,8 @@
 /**
  * A tiny receiving SMTP server for the crash-torture and fault checks. It
  * records the token of every message it accepts (the `X-Torture-Token`
- * header) by appending a line to a file and fdatasyncing it BEFORE it says
+ * header, then skiff's queue id from its Received header and the time in
+ * ms, for tracing a duplicate) by appending a line to a file and fdatasyncing it BEFORE it says
  * 250, so the file is an exact count of deliveries: a token listed twice
  * was delivered twice. Postfix's smtp-sink only counts messages, and an
  * aiosmtpd script would add a Python dependency for thirty lines of Deno;
@@ -28,6 +29,8 @@ export interface TokenSinkOptions {
 /** The header whose value identifies a message. */
 export const TOKEN_HEADER = "X-Torture-Token";
 const TOKEN_RE = new RegExp(`^${TOKEN_HEADER}: *(\\S+)`, "im");
+/** skiff's queue id in its Received header. */
+const QUEUE_ID_RE = /\(skiff\) with \S+ id ([0-9A-Z]+)/;
 /** Bounds a misbehaving or stuck client: no line or message is kept past this. */
 const MAX_BUFFER = 4 * 1024 * 1024;
 
@@ -64,7 +67,7 @@ export class TokenSink {
   async tokens(): Promise<string[]> {
     await this.#chain;
     const text = await Deno.readTextFile(this.file);
-    return text.split("\n").filter((l) => l !== "");
+    return text.split("\n").filter((l) => l !== "").map((l) => l.split(" ")[0]);
   }
 
   /** Stops listening and closes every connection. */
@@ -144,7 +147,8 @@ export class TokenSink {
           const body = buf.slice(0, end);
           buf = buf.slice(end === 0 ? 3 : end + 5);
           inData = false;
-          await this.#record(TOKEN_RE.exec(body)?.[1] ?? "-");
+          const id = QUEUE_ID_RE.exec(body)?.[1] ?? "-";
+          await this.#record(`${TOKEN_RE.exec(body)?.[1] ?? "-"} ${id} ${Date.now()}`);
           await say("250 2.0.0 Ok: recorded\r\n");
           continue;
         }

@@ -110,6 +110,7 @@ nameserver = "127.0.0.1:1"
       await sleep(minMs + Math.random() * (maxMs - minMs));
       await skiff.kill();
       kills++;
+      await Deno.writeTextFile(`${dir}/kills`, `${Date.now()}\n`, { append: true });
       o.progress?.(
         `kill ${kills}/${o.kills}: sent ${tally.sent.size} accepted ${tally.accepted.size}`,
       );

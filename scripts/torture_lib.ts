@@ -26,10 +26,23 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /**
- * A `skiff serve` in its own session and process group (`setsid`, which
- * execs in place: the group id is the child's pid). Its log goes to a file
- * that every restart appends to.
+ * Starts argv in a new session and process group with stderr appended to a
+ * file, then execs it in place (the group id is the child's pid). skiff
+ * logs with synchronous writes to stderr: through a pipe read by this busy
+ * process it would stall whenever the pipe filled, and every delivery
+ * answered meanwhile would wait, unrecorded, for the next kill. Python
+ * because Deno.Command cannot point stderr at a file; no shell is involved.
  */
+const LAUNCH = [
+  "import os, sys",
+  "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)",
+  "os.dup2(fd, 2)",
+  "os.close(fd)",
+  "os.setsid()",
+  "os.execv(sys.argv[2], sys.argv[2:])",
+].join("\n");
+
+/** A `skiff serve` in its own session and process group; its log is a file every restart appends to. */
 export class SkiffGroup {
   readonly pid: number;
   #child: Deno.ChildProcess;
@@ -46,9 +59,12 @@ export class SkiffGroup {
   /** Starts skiff with `config`, appending its stderr to `log`; resolves once it is ready. */
   static async start(config: string, log: string, timeoutMs = 30_000): Promise<SkiffGroup> {
     const start = (await Deno.stat(log).catch(() => null))?.size ?? 0;
-    const out = await Deno.open(log, { append: true, create: true });
-    const child = new Deno.Command("setsid", {
+    await Deno.writeFile(log, new Uint8Array(0), { append: true });
+    const child = new Deno.Command("/usr/bin/python3", {
       args: [
+        "-c",
+        LAUNCH,
+        log,
         Deno.execPath(),
         "run",
         "--quiet",
@@ -62,9 +78,8 @@ export class SkiffGroup {
       ],
       stdin: "null",
       stdout: "null",
-      stderr: "piped",
+      stderr: "null",
     }).spawn();
-    copyLog(child.stderr, out);
     const g = new SkiffGroup(child, log);
     await g.#waitReady(start, timeoutMs);
     return g;
@@ -106,20 +121,6 @@ export class SkiffGroup {
     try {
       Deno.kill(-this.pid, "SIGKILL"); // stragglers of the group
     } catch { /* none */ }
-  }
-}
-
-/** Appends each chunk of skiff's stderr to the log file as it comes. */
-async function copyLog(from: ReadableStream<Uint8Array>, to: Deno.FsFile): Promise<void> {
-  try {
-    for await (const chunk of from) {
-      let off = 0;
-      while (off < chunk.length) off += await to.write(chunk.subarray(off));
-    }
-  } catch {
-    /* skiff gone */
-  } finally {
-    to.close();
   }
 }
 
