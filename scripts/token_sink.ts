@@ -1,10 +1,10 @@
 /**
  * A tiny receiving SMTP server for the crash-torture and fault checks. It
- * records the token of every message it accepts (the `X-Torture-Token`
- * header, then skiff's queue id from its Received header and the time in
- * ms, for tracing a duplicate) by appending a line to a file and fdatasyncing it BEFORE it says
- * 250, so the file is an exact count of deliveries: a token listed twice
- * was delivered twice. Postfix's smtp-sink only counts messages, and an
+ * records every message it accepts as a line (the `X-Torture-Token` header,
+ * skiff's queue id from its Received header, the time in ms: enough to
+ * trace a duplicate) appended to a file and fdatasynced BEFORE it says 250,
+ * so the file is an exact list of deliveries: a token listed twice was
+ * delivered twice. Postfix's smtp-sink only counts messages, and an
  * aiosmtpd script would add a Python dependency for thirty lines of Deno;
  * hence this one. It can also misbehave on purpose (faults): drop the
  * connection in the middle of DATA, or accept a connection and never answer.
@@ -82,6 +82,8 @@ export class TokenSink {
     }
     await this.#done;
     await this.#chain;
+    await this.#nextSync?.catch(() => {});
+    await this.#syncing?.catch(() => {});
     this.#out.close();
   }
 
@@ -102,16 +104,38 @@ export class TokenSink {
     } catch { /* listener closed */ }
   }
 
-  /** Appends a token and syncs; concurrent calls are serialised. */
-  #record(token: string): Promise<void> {
-    const run = this.#chain.then(async () => {
-      const line = encoder.encode(token + "\n");
+  /**
+   * Appends a line at once and resolves after an fdatasync that began after
+   * it (group commit, as a receiving MTA with parallel sessions does): one
+   * sync at a time, every line written meanwhile joins the next. A sink
+   * that wrote and synced each line in turn would keep every waiting
+   * message between "end of data received" and "250 sent" for the whole
+   * queue of syncs, and measure its own queue rather than skiff.
+   */
+  async #record(text: string): Promise<void> {
+    const line = encoder.encode(text + "\n");
+    const write = this.#chain.then(async () => {
       let off = 0;
       while (off < line.length) off += await this.#out.write(line.subarray(off));
-      await this.#out.syncData();
     });
-    this.#chain = run.catch(() => {});
-    return run;
+    this.#chain = write.catch(() => {});
+    await write;
+    await this.#sync();
+  }
+
+  #syncing: Promise<void> | null = null;
+  #nextSync: Promise<void> | null = null;
+
+  #sync(): Promise<void> {
+    if (this.#syncing === null) {
+      this.#syncing = this.#out.syncData().finally(() => this.#syncing = null);
+      return this.#syncing;
+    }
+    this.#nextSync ??= this.#syncing.catch(() => {}).then(() => {
+      this.#nextSync = null;
+      return this.#sync();
+    });
+    return this.#nextSync;
   }
 
   async #serve(conn: Deno.Conn, behaviour: SinkBehaviour): Promise<void> {

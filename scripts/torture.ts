@@ -108,9 +108,10 @@ nameserver = "127.0.0.1:1"
     const maxMs = o.maxMs ?? 2500;
     for (kills = 0; kills < o.kills;) {
       await sleep(minMs + Math.random() * (maxMs - minMs));
+      const at = Date.now();
       await skiff.kill();
       kills++;
-      await Deno.writeTextFile(`${dir}/kills`, `${Date.now()}\n`, { append: true });
+      await Deno.writeTextFile(`${dir}/kills`, `${at}\n`, { append: true });
       o.progress?.(
         `kill ${kills}/${o.kills}: sent ${tally.sent.size} accepted ${tally.accepted.size}`,
       );
