@@ -5,7 +5,10 @@
  * through the connection cache and per-destination limits, local mailboxes
  * and pipes in worker children as the recipient's uid/gid), append each
  * group's results to the journal as they arrive, then send the bounce or
- * delay warning the results call for (notify.ts).
+ * delay warning the results call for (notify.ts). A remote server's reply
+ * after the content is journaled the moment it is read (onResults), through
+ * a journal opened before delivery starts: a kill -9 between the peer's 250
+ * and that write means the message goes out again (docs/reliability.md).
  */
 import type { Config } from "../config/types.ts";
 import { delaySeconds, logEvent, logWarn } from "../log/log.ts";
@@ -21,6 +24,7 @@ import {
 import { safeReadTextSync } from "../sys/safe_open.ts";
 import type { Destination } from "../route/types.ts";
 import type { OutgoingMessage, RecipientResult, SendResult } from "../smtp/client.ts";
+import { JournalWriter } from "../spool/journal_writer.ts";
 import type { JournalRecord, MessageState, RecipientState } from "../spool/records.ts";
 import type { Spool } from "../spool/spool.ts";
 import type { DeliveryJob, JobResult, JobTarget, WorkerReport } from "../worker/protocol.ts";
@@ -72,7 +76,9 @@ export async function dispatch(
   );
   if (due.length > 0) {
     const records: Promise<void>[] = [];
-    const appender = new Appender(deps, state);
+    // Opened before any delivery starts, so that none of the open's file-system
+    // calls falls between a peer's 250 and the write of its record.
+    await using appender = await Appender.open(deps, state);
     if (await loops(deps, state)) {
       await appender.add(due.map((r) => ({
         t: "failed",
@@ -102,20 +108,56 @@ export async function dispatch(
   return await notify(deps, state);
 }
 
-/** Serialises journal appends of one message ("one appender at a time") and logs them. */
+/**
+ * The one appender of a message during a pass. Each add() is written at
+ * once through a JournalWriter opened for the pass (writes keep call order,
+ * fdatasyncs are coalesced) and logged, in order, once durable.
+ */
 class Appender {
   #chain: Promise<void> = Promise.resolve();
-  constructor(private deps: DispatchDeps, private state: MessageState) {}
+  /** Recipients whose result a server's reply settled this pass (settle()). */
+  #settled = new Set<number>();
+  private constructor(private state: MessageState, private writer: JournalWriter) {}
 
+  /** Opens the message's journal for the pass; closed at the end of the `await using` scope. */
+  static async open(deps: DispatchDeps, state: MessageState): Promise<Appender> {
+    const id = state.envelope.id;
+    return new Appender(state, await JournalWriter.open(deps.spool.path(id), id));
+  }
+
+  /** Journals records; a result for a recipient settle() already journaled is dropped. */
   add(records: JournalRecord[]): Promise<void> {
+    records = records.filter((r) => !("rcpt" in r && this.#settled.has(r.rcpt)));
     if (records.length === 0) return Promise.resolve();
+    const written = this.writer.append(records);
+    written.catch(() => {}); // observed below, perhaps after it settles
     const run = this.#chain.then(async () => {
-      await this.deps.spool.append(this.state.envelope.id, records);
+      await written;
       for (const r of records) logResult(this.state, r);
       for (const r of records) metrics.result(this.state, r);
     });
     this.#chain = run.catch(() => {});
     return run;
+  }
+
+  /**
+   * Journals the results a server's reply settled, the moment it is read;
+   * the same results coming back at the end of the session are then
+   * dropped by add(). Never rejects: a failed write is logged and the
+   * recipient, left without a record, is tried again on a later pass.
+   */
+  settle(records: JournalRecord[]): void {
+    const run = this.add(records);
+    for (const r of records) if ("rcpt" in r) this.#settled.add(r.rcpt);
+    run.catch((err) =>
+      logWarn("journal write failed", { id: this.state.envelope.id, error: String(err) })
+    );
+  }
+
+  /** Waits for the pending writes, then closes the journal. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#chain;
+    await this.writer.close();
   }
 }
 
@@ -177,7 +219,8 @@ async function expire(deps: DispatchDeps, state: MessageState): Promise<MessageS
       text: `Message expired after ${life} s in the queue; last error: ${r.text ?? "none"}`,
     }));
   if (records.length === 0) return state;
-  await new Appender(deps, state).add(records);
+  await using out = await Appender.open(deps, state);
+  await out.add(records);
   return await deps.spool.load(state.envelope.id);
 }
 
@@ -287,6 +330,12 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
         resultRecord(deps, rcpts[i], x, res.relay, dsnHop(g, res))
       ),
     );
+  // What a reply after the content settles is journaled as soon as it is read.
+  const send = (msg: OutgoingMessage): OutgoingMessage => ({
+    ...msg,
+    onResults: (settled, relay) =>
+      out.settle(settled.map((s) => resultRecord(deps, rcpts[s.index], s.result, relay))),
+  });
   try {
     if (g.kind === "now") {
       return await out.add(g.items.map(({ r, routed }) => {
@@ -318,7 +367,9 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
       const release = await deps.limiter.acquire(g.key, first.concurrency, first.rate);
       try {
         const dest = netDest(first.destination, first.domain);
-        return await fromResults(await deliverNet(dest, outgoing(deps, state, rcpts), deps.net));
+        return await fromResults(
+          await deliverNet(dest, send(outgoing(deps, state, rcpts)), deps.net),
+        );
       } finally {
         release();
       }
@@ -328,7 +379,7 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
       const release = await deps.limiter.acquire(g.key, 1, first.rate);
       try {
         return await fromResults(
-          await deps.programs.deliver(dest.command, dest.user, outgoing(deps, state, rcpts)),
+          await deps.programs.deliver(dest.command, dest.user, send(outgoing(deps, state, rcpts))),
         );
       } finally {
         release();

@@ -177,6 +177,8 @@ export class QueueManager {
       if (this.#due.has(id) || this.#active.has(id) || this.#withdrawn.has(id)) continue;
       try {
         const state = await this.#spool.load(id);
+        // A delivery may have started (or even finished) while the file was read.
+        if (this.#due.has(id) || this.#active.has(id) || this.#withdrawn.has(id)) continue;
         this.#due.set(id, state.nextAttempt);
       } catch (err) {
         if (err instanceof SpoolCorruptError) await this.#quarantine(id, err);
@@ -305,7 +307,14 @@ export class QueueManager {
     const forced = this.#forced.delete(id);
     await this.#aliasesLoaded;
     await this.#refreshAliases();
-    const state = await dispatch(this.#deps, id, forced);
+    let state;
+    try {
+      state = await dispatch(this.#deps, id, forced);
+    } catch (err) {
+      // Gone (removed after its delivery, or by an operator): nothing left to retry.
+      if (err instanceof Deno.errors.NotFound) return;
+      throw err;
+    }
     if (state.done) {
       await this.#spool.remove(id);
       logEvent("removed", { id });

@@ -53,6 +53,22 @@ export interface OutgoingMessage {
   envid?: string;
   /** Per recipient (same order): NOTIFY and ORCPT (RFC 3461 §4.1, §4.2). */
   rcptParams?: ({ notify?: string[]; orcpt?: string } | undefined)[];
+  /**
+   * Called the moment the server's reply after the content settles
+   * recipients (once for SMTP's single reply, once per LMTP reply), before
+   * the session does anything else, so the caller can journal a delivery
+   * the peer already holds without waiting for QUIT or the cache: the
+   * shorter that wait, the fewer copies a crash sends twice. Indexes are
+   * into `recipients`; the same results also come back from send().
+   */
+  onResults?: (settled: SettledResult[], relay: string) => void;
+}
+
+/** A recipient's result reported through OutgoingMessage.onResults. */
+export interface SettledResult {
+  /** Index into OutgoingMessage.recipients. */
+  index: number;
+  result: RecipientResult;
 }
 
 /** What became of one recipient. */
