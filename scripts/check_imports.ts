@@ -12,17 +12,21 @@
 
 /** Layers from the bottom up: a folder may import only folders of a lower layer (and itself). */
 export const LAYERS: readonly (readonly string[])[] = [
-  ["sys", "version.ts"],
+  ["sys", "version.ts", "metrics"],
   ["config"],
-  ["log", "spool", "dns", "auth"],
+  ["mail"],
+  ["wire"],
+  ["log"],
+  ["spool", "dns", "auth"],
   ["net"],
-  ["milter", "mailauth"],
+  ["milter", "mailauth", "tlspolicy"],
   ["route"],
   ["smtp"],
   ["deliver", "listen", "maildrop"],
   ["worker", "privsep"],
   ["queue"],
-  ["control", "http"],
+  ["control"],
+  ["http"],
   ["cli"],
 ];
 

@@ -8,7 +8,7 @@
  * Usage: deno run --allow-run --allow-read --allow-write --allow-env scripts/compile.ts [--output FILE]
  */
 
-/** The permissions skiff runs with (deno.json's start task and lib/worker/self_command.ts). */
+/** The permissions skiff runs with (deno.json's start task and lib/sys/self_command.ts). */
 export const PERMISSION_FLAGS = [
   "--allow-read",
   "--allow-write",

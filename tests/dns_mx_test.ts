@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import * as dgram from "node:dgram";
 import { resolveMx } from "../lib/dns/mx.ts";
-import { DeliveryError } from "../lib/deliver/errors.ts";
+import { DeliveryError } from "../lib/mail/delivery_error.ts";
 
 /** Answers NXDOMAIN to every query after ignoring the first `drop` packets. */
 async function silentThenNx(drop: number) {

@@ -1,14 +1,14 @@
 /**
  * Table tests for the envelope validator shared by maildrop files and spool
- * journals (lib/smtp/envelope_check.ts), for xtext decoding as octets then
+ * journals (lib/spool/envelope_check.ts), for xtext decoding as octets then
  * UTF-8 (issue 9 finding 7) and for the client's command builder.
  */
 import assert from "node:assert/strict";
 import { decodeDrop, MaildropError } from "../lib/maildrop/format.ts";
 import { rcptCommand } from "../lib/smtp/client_params.ts";
-import { checkEnvelope, EnvelopeError } from "../lib/smtp/envelope_check.ts";
-import { decodeXtextChecked, encodeXtext, mailParams } from "../lib/smtp/params.ts";
-import { parseMailFrom } from "../lib/smtp/command.ts";
+import { checkEnvelope, EnvelopeError } from "../lib/spool/envelope_check.ts";
+import { decodeXtextChecked, encodeXtext, mailParams } from "../lib/wire/params.ts";
+import { parseMailFrom } from "../lib/wire/command.ts";
 import type { Envelope } from "../lib/spool/mod.ts";
 
 const INJECTED =

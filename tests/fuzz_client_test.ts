@@ -16,8 +16,8 @@ import {
   ReplyProtocolError,
 } from "../lib/smtp/client_reply.ts";
 import { mailCommand, rcptCommand } from "../lib/smtp/client_params.ts";
-import { parseMailFrom, parseRcptTo } from "../lib/smtp/command.ts";
-import { mailParams, rcptParams } from "../lib/smtp/params.ts";
+import { parseMailFrom, parseRcptTo } from "../lib/wire/command.ts";
+import { mailParams, rcptParams } from "../lib/wire/params.ts";
 import { arbHostile, arbMailbox, arbRecipient, arbXtextText, runs } from "./fuzz_arbitraries.ts";
 
 const enc = new TextEncoder();

@@ -14,9 +14,9 @@ import {
   encodeDrop,
   MaildropError,
 } from "../lib/maildrop/format.ts";
-import { parseMailFrom, parseRcptTo } from "../lib/smtp/command.ts";
-import { checkEnvelope, EnvelopeError } from "../lib/smtp/envelope_check.ts";
-import { encodeXtext, mailParams, rcptParams } from "../lib/smtp/params.ts";
+import { parseMailFrom, parseRcptTo } from "../lib/wire/command.ts";
+import { checkEnvelope, EnvelopeError } from "../lib/spool/envelope_check.ts";
+import { encodeXtext, mailParams, rcptParams } from "../lib/wire/params.ts";
 import {
   encodeRecords,
   type Envelope,

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { CrlfToLf, deliverToMaildir, maildirName } from "../lib/deliver/maildir.ts";
-import { DeliveryError, fsDeliveryError } from "../lib/deliver/errors.ts";
+import { DeliveryError, fsDeliveryError } from "../lib/mail/delivery_error.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

@@ -5,8 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { parseCommand, parseMailbox, parseMailFrom, parseRcptTo } from "../lib/smtp/command.ts";
-import type { Reply } from "../lib/smtp/reply.ts";
+import { parseCommand, parseMailbox, parseMailFrom, parseRcptTo } from "../lib/wire/command.ts";
+import type { Reply } from "../lib/wire/reply.ts";
 
 Deno.test("parseCommand", async (t) => {
   const cases: [string, ReturnType<typeof parseCommand>][] = [

@@ -10,14 +10,14 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type DataEvent, type LineEvent, SmtpInput } from "../lib/smtp/input.ts";
-import { parseCommand, parseMailbox, parseMailFrom, parseRcptTo } from "../lib/smtp/command.ts";
+import { parseCommand, parseMailbox, parseMailFrom, parseRcptTo } from "../lib/wire/command.ts";
 import {
   decodeXtext,
   decodeXtextChecked,
   encodeXtext,
   mailParams,
   rcptParams,
-} from "../lib/smtp/params.ts";
+} from "../lib/wire/params.ts";
 import { arbHostile, arbMailbox, arbXtextText, hostilePiece, runs } from "./fuzz_arbitraries.ts";
 
 const CR = 0x0d;

@@ -15,7 +15,7 @@ import {
   TORN_MARK,
 } from "../lib/spool/mod.ts";
 import { arbEnvelope as arbValidEnvelope, runs } from "./fuzz_arbitraries.ts";
-import { quote } from "../lib/smtp/envelope_check.ts";
+import { quote } from "../lib/spool/envelope_check.ts";
 
 const ENVELOPE: Envelope = {
   id: "0000000000000ABCD",

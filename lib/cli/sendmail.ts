@@ -14,7 +14,7 @@ import { type DropEnvelope, MaildropError } from "../maildrop/format.ts";
 import { loginOf } from "../sys/passwd.ts";
 import { dropPermissions } from "../sys/permissions.ts";
 import { senderAllowed } from "../maildrop/sender_policy.ts";
-import { parseMailbox } from "../smtp/command.ts";
+import { parseMailbox } from "../wire/command.ts";
 import {
   EX_CANTCREAT,
   EX_DATAERR,

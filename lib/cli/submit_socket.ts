@@ -6,7 +6,7 @@
  * is reported as "unavailable" so the caller can use the maildrop instead.
  */
 import * as net from "node:net";
-import { encodeXtext } from "../smtp/params.ts";
+import { encodeXtext } from "../wire/params.ts";
 
 /** One message for the socket. */
 export interface SocketSubmission {

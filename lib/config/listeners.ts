@@ -5,11 +5,24 @@
  * listener that could never work (TLS without a certificate, peercred on
  * TCP, an open relay by configuration) fails at start-up with its key named.
  */
-import { formatHostPort, inline, isTable, parseHostPort, type Reader, type Table } from "./load.ts";
+import {
+  formatHostPort,
+  inline,
+  isTable,
+  parseHostPort,
+  type Reader,
+  type Table,
+} from "./reader.ts";
 import { resolveOwner } from "./owner.ts";
 import { parseMilterAddress } from "./milter_address.ts";
-import { DESTINATION } from "../smtp/envelope_check.ts";
 import type { LimitsConfig, ListenAddress, ListenerConfig } from "./types.ts";
+
+/**
+ * A listener's destination spec: "router" or "transport:nexthop". The
+ * config loader checks listeners with it, and stored envelopes
+ * (params.destination) are checked with it by lib/spool/envelope_check.ts.
+ */
+export const DESTINATION = /^(router|(smtp|lmtp|maildir|discard):[\x21-\x7e]*)$/;
 
 const ADDRESS =
   'an address "host:port" with a port 1-65535 (IPv6 as "[::1]:25") or "unix:/path/to.sock"';

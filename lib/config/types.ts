@@ -4,15 +4,12 @@
  * shape by lib/config/load.ts; relative paths are resolved against the
  * directory skiff was started in.
  */
-import type { DeliveryConfig, RouteConfig } from "../route/types.ts";
+import type { DeliveryConfig, RouteConfig } from "./route_types.ts";
 import type { SocketOwner } from "./owner.ts";
-import type { HttpConfig } from "../http/config.ts";
+import type { HttpConfig } from "./http.ts";
 
-/** A host and port, e.g. a listener address or a relayhost. */
-export interface HostPort {
-  host: string;
-  port: number;
-}
+import type { HostPort } from "./reader.ts";
+export type { HostPort };
 
 /** Where a listener listens: a TCP host:port or a unix socket path. */
 export type ListenAddress =
@@ -193,10 +190,10 @@ export interface Config {
   relay: RelayConfig;
   local: LocalConfig;
   log: LogConfig;
-  /** Delivery settings ([delivery], lib/route/config.ts). */
+  /** Delivery settings ([delivery], lib/config/routing.ts). */
   delivery: DeliveryConfig;
   /** Per-domain destinations ([[route]]), in file order. */
   routes: RouteConfig[];
-  /** The monitoring endpoint ([http], lib/http/config.ts). */
+  /** The monitoring endpoint ([http], lib/config/http.ts). */
   http: HttpConfig;
 }

@@ -5,7 +5,7 @@
  * Kept out of serve.ts so the entry point stays a list of things to start.
  */
 import type { Config } from "../config/types.ts";
-import { ConfigError } from "../config/load.ts";
+import { ConfigError } from "../config/reader.ts";
 import { logError, logEvent } from "../log/log.ts";
 import { ensureMaildrop } from "../maildrop/drop.ts";
 import { pickupMaildrop } from "../maildrop/pickup.ts";

@@ -13,7 +13,7 @@ import { parseJournal, replay } from "../spool/records.ts";
 import type { MessageState } from "../spool/records.ts";
 import { syncDir } from "../spool/durable.ts";
 import { logEvent } from "../log/log.ts";
-import { domainOf } from "../smtp/policy.ts";
+import { domainOf } from "../mail/address.ts";
 import type { QueueOp, Selection } from "./protocol.ts";
 
 /** What queue operations need from a running scheduler (no-ops without one). */

@@ -21,7 +21,8 @@
  *  4. new/ synced: delivered; this function returns.
  */
 
-import { DeliveryError, fsDeliveryError } from "./errors.ts";
+import { DeliveryError, fsDeliveryError } from "../mail/delivery_error.ts";
+import { mailboxName } from "../mail/address.ts";
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -94,27 +95,6 @@ export interface MaildirDelivery {
   hostname: string;
   /** The message as stored in the spool, with CRLF line endings. */
   content: ReadableStream<Uint8Array>;
-}
-
-/** NAME_MAX on Linux file systems: a longer mailbox name cannot exist. */
-const NAME_MAX = 255;
-
-/**
- * Checks a local part is usable as one directory name and lower-cases it.
- * Refused: empty, ".", "..", anything with "/" (it would leave the root),
- * NUL or other control characters, more than 255 bytes. Permanent, 5.1.1:
- * no such mailbox can ever exist.
- */
-export function maildirUser(user: string): string {
-  const bad = user === "" || user === "." || user === ".." || user.includes("/") ||
-    /\p{Cc}/u.test(user) || new TextEncoder().encode(user).length > NAME_MAX;
-  if (bad) {
-    throw new DeliveryError(`Invalid mailbox name ${JSON.stringify(user)}`, {
-      permanent: true,
-      dsn: "5.1.1",
-    });
-  }
-  return user.toLowerCase();
 }
 
 let deliveries = 0;
@@ -293,7 +273,7 @@ async function linkIntoNew(root: string, user: string, name: string): Promise<st
 export async function deliverToMaildir(opts: MaildirDelivery): Promise<string> {
   let user: string, head: Uint8Array;
   try {
-    user = maildirUser(opts.user);
+    user = mailboxName(opts.user);
     head = traceHeaders(opts);
   } catch (e) {
     await opts.content.cancel(e).catch(() => {});

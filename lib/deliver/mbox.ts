@@ -14,7 +14,7 @@
  * sees half a message; the data is fsynced before success is reported.
  */
 import { rfc5322Date } from "../smtp/received.ts";
-import { DeliveryError, fsDeliveryError } from "./errors.ts";
+import { DeliveryError, fsDeliveryError } from "../mail/delivery_error.ts";
 import { CrlfToLf } from "./maildir.ts";
 import { checkSharedDir, safeOpenAppend, UnsafeFileError } from "../sys/safe_open.ts";
 

@@ -7,7 +7,8 @@
  * the DSN. Output is bounded and a command past its deadline is killed
  * (deferred).
  */
-import { DeliveryError } from "./errors.ts";
+import { DeliveryError } from "../mail/delivery_error.ts";
+import { localPart } from "../mail/address.ts";
 import { CrlfToLf } from "./maildir.ts";
 
 /** Options of deliverToPipe. */
@@ -35,12 +36,11 @@ export const PIPE_PATH = "/usr/bin:/bin";
  */
 export function pipeEnv(opts: PipeDelivery): Record<string, string> {
   const v = opts.vars;
-  const at = v.recipient.lastIndexOf("@");
   const env: Record<string, string> = {
     PATH: PIPE_PATH,
     SENDER: v.sender,
     RECIPIENT: v.recipient,
-    LOCAL: at < 0 ? v.recipient : v.recipient.slice(0, at),
+    LOCAL: localPart(v.recipient),
     DOMAIN: v.domain,
     USER: v.user,
     LOGNAME: v.user,

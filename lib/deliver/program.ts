@@ -9,7 +9,7 @@
  * by the privileged helper once the manager runs as `user`); its stderr is
  * captured, bounded, and logged when it exits.
  */
-import type { RunAs } from "../route/types.ts";
+import type { RunAs } from "../config/route_types.ts";
 import { endResults, type OutgoingMessage, type SendResult } from "../smtp/client.ts";
 import { PipeWire } from "../smtp/client_conn.ts";
 import { SessionEnd, SmtpSession } from "../smtp/client_session.ts";

@@ -7,7 +7,7 @@
  * failure, a 4xx greeting or any trouble before a recipient was answered.
  * Never throws for delivery trouble: every recipient gets an outcome.
  */
-import type { Destination } from "../route/types.ts";
+import type { Destination } from "../config/route_types.ts";
 import { resolveMx, type ResolverOptions } from "../dns/mx.ts";
 import {
   endResults,
@@ -19,7 +19,7 @@ import {
 } from "../smtp/client.ts";
 import { SessionEnd } from "../smtp/client_session.ts";
 import { ConnectionCache } from "./conn_cache.ts";
-import { DeliveryError } from "./errors.ts";
+import { DeliveryError } from "../mail/delivery_error.ts";
 
 /**
  * A network destination after routing: a route's smtp or lmtp destination as

@@ -19,7 +19,7 @@
  * often fixed quickly by their operators.
  */
 import type { HostPort } from "../config/types.ts";
-import { DeliveryError } from "../deliver/errors.ts";
+import { DeliveryError } from "../mail/delivery_error.ts";
 
 /** Resolver settings. */
 export interface ResolverOptions {

@@ -9,7 +9,7 @@
  */
 import client from "prom-client";
 import type { MetricsSink, ReasonClass, ResultEvent } from "../metrics/metrics.ts";
-import type { QueueSummary } from "./snapshot.ts";
+import { AGE_BUCKETS, type QueueSummary } from "./snapshot.ts";
 import { VERSION } from "../version.ts";
 
 /** Minutes of per-minute history kept for the status page. */
@@ -29,15 +29,6 @@ export interface MinuteCounts {
 
 const DELIVERY_BUCKETS = [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400, 86400];
 const ACCEPT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
-/** Upper bounds (seconds) and labels of the queue age buckets. */
-export const AGE_BUCKETS: [number, string][] = [
-  [300, "0-5m"],
-  [3600, "5m-1h"],
-  [21600, "1h-6h"],
-  [86400, "6h-1d"],
-  [Infinity, "1d+"],
-];
-
 /** Where queue figures come from at scrape time. */
 export type QueueSource = () => Promise<QueueSummary>;
 

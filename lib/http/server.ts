@@ -6,18 +6,18 @@
  * and HEAD without a body, a short URL, at most MAX_IN_FLIGHT requests at
  * once (more get 503), HANDLER_TIMEOUT_MS per answer, and "Connection:
  * close" so no idle keep-alive connection lingers. It binds loopback
- * unless the operator allowed otherwise (lib/http/config.ts) and, with a
+ * unless the operator allowed otherwise (lib/config/http.ts) and, with a
  * token configured, answers 401 to anything without it.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Config, HostPort } from "../config/types.ts";
 import { formatListenAddress } from "../config/listeners.ts";
-import { formatHostPort } from "../config/load.ts";
+import { formatHostPort } from "../config/reader.ts";
 import { logEvent, logWarn } from "../log/log.ts";
 import { installMetrics } from "../metrics/metrics.ts";
 import { VERSION } from "../version.ts";
 import { Collector } from "./collector.ts";
-import { loadToken } from "./config.ts";
+import { loadToken } from "../config/http.ts";
 import { oldestDeferred, QueueView, summarize } from "./snapshot.ts";
 import { renderStatusPage } from "./status_page.ts";
 

@@ -9,7 +9,15 @@
  * for the spool, and its queue figures are one read old.
  */
 import { listQueue, NO_SCHEDULER, type QueueEntry } from "../control/queue_ops.ts";
-import { AGE_BUCKETS } from "./collector.ts";
+
+/** Upper bounds (seconds) and labels of the queue age buckets. */
+export const AGE_BUCKETS: [number, string][] = [
+  [300, "0-5m"],
+  [3600, "5m-1h"],
+  [21600, "1h-6h"],
+  [86400, "6h-1d"],
+  [Infinity, "1d+"],
+];
 
 /** How long one read of the spool is reused. */
 const MAX_AGE_MS = 2_000;

@@ -13,7 +13,7 @@ import type { ListenerConfig } from "../config/types.ts";
 import { logEvent, logWarn } from "../log/log.ts";
 import { metrics } from "../metrics/metrics.ts";
 import { Conn } from "../net/conn.ts";
-import { formatReply, reply } from "../smtp/reply.ts";
+import { formatReply, reply } from "../wire/reply.ts";
 import { runSession, type SessionContext } from "../smtp/session.ts";
 import { prepareUnixPath } from "./unix_path.ts";
 

@@ -10,7 +10,12 @@
  * commands once reached the relay as a forged transaction).
  */
 import type { RecipientSpec } from "../spool/records.ts";
-import { checkParams, checkRecipient, checkSender, EnvelopeError } from "../smtp/envelope_check.ts";
+import {
+  checkParams,
+  checkRecipient,
+  checkSender,
+  EnvelopeError,
+} from "../spool/envelope_check.ts";
 
 /** The envelope a submitter asked for. */
 export interface DropEnvelope {
@@ -72,7 +77,7 @@ export function decodeDrop(bytes: Uint8Array): { envelope: DropEnvelope; content
 
 /**
  * The envelope's shape, then every field as the SMTP server would take it
- * (lib/smtp/envelope_check.ts): the sender as in MAIL FROM, each recipient
+ * (lib/spool/envelope_check.ts): the sender as in MAIL FROM, each recipient
  * as in RCPT TO (fully qualified, as the shim writes them) with NOTIFY, and
  * RET, ENVID and BODY as MAIL parameters. Unknown keys are refused too.
  */

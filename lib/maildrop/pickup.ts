@@ -13,7 +13,7 @@
  */
 import type { Config } from "../config/types.ts";
 import { logEvent, logWarn } from "../log/log.ts";
-import { parseMailbox } from "../smtp/command.ts";
+import { parseMailbox } from "../wire/command.ts";
 import { rfc5322Date } from "../smtp/received.ts";
 import type { Envelope } from "../spool/records.ts";
 import type { Spool } from "../spool/spool.ts";

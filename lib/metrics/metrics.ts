@@ -8,7 +8,6 @@
  * null check, and processes that never serve metrics (the sendmail shim,
  * worker children) do not load the Prometheus library (~150 ms at start).
  */
-import type { JournalRecord, MessageState } from "../spool/records.ts";
 
 /** RFC 3463 §3.x subject of an enhanced status code: the "reason class" label. */
 export type ReasonClass =
@@ -88,6 +87,23 @@ function once(fn: () => void): () => void {
   };
 }
 
+/**
+ * What `metrics.result` reads of a message's state and of a journal record
+ * (lib/spool/records.ts MessageState and JournalRecord fit these), written
+ * structurally so this module sits below the spool that calls it.
+ */
+interface ResultState {
+  recipients: readonly { address: string }[];
+  envelope: { received: number };
+}
+interface ResultRecord {
+  t: string;
+  rcpt?: number;
+  relay?: string;
+  dsn?: string;
+  at?: number;
+}
+
 /** The hooks. Each is one line at its call site and never throws. */
 export const metrics = {
   /** A message became durable in the queue through `listener` (its configured address). */
@@ -115,17 +131,18 @@ export const metrics = {
     sink?.cacheLookup(hit);
   },
   /** A journal record was appended for a message; result records are counted. */
-  result(state: MessageState, rec: JournalRecord): void {
+  result(state: ResultState, rec: ResultRecord): void {
     if (!sink || (rec.t !== "delivered" && rec.t !== "deferred" && rec.t !== "failed")) return;
-    const address = state.recipients[rec.rcpt]?.address ?? "";
+    const address = state.recipients[rec.rcpt ?? -1]?.address ?? "";
+    const at0 = rec.at ?? state.envelope.received;
     const at = address.lastIndexOf("@");
     sink.result({
       outcome: rec.t === "failed" ? "bounced" : rec.t,
       transport: transportOf(rec.relay),
       reason: reasonOf(rec.dsn),
       domain: at < 0 ? "(local)" : address.slice(at + 1).toLowerCase(),
-      latencySeconds: Math.max(0, (rec.at - state.envelope.received) / 1000),
-      at: rec.at,
+      latencySeconds: Math.max(0, (at0 - state.envelope.received) / 1000),
+      at: at0,
     });
   },
   /** Seconds from the end of a message's data to the server's final reply. */

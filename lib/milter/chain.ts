@@ -21,7 +21,7 @@ import {
 } from "./client.ts";
 
 /**
- * An SMTP reply for the session to send (the same shape as lib/smtp/reply.ts's
+ * An SMTP reply for the session to send (the same shape as lib/wire/reply.ts's
  * Reply: milters sit below the SMTP layer and must not import it).
  */
 export interface Reply {

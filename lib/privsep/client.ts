@@ -11,12 +11,12 @@
  */
 import type { Config } from "../config/types.ts";
 import { logError } from "../log/log.ts";
-import type { RunAs } from "../route/types.ts";
+import type { RunAs } from "../config/route_types.ts";
 import { childEnv } from "../sys/child_env.ts";
 import { closeOnExecAll } from "../sys/cloexec.ts";
 import { userByUid } from "../sys/passwd.ts";
 import type { ChildExit, SpawnedChild, Spawner, SpawnRequest } from "../sys/spawn.ts";
-import { selfCommand } from "../worker/self_command.ts";
+import { selfCommand } from "../sys/self_command.ts";
 import {
   encodeFrame,
   type Frame,

@@ -22,12 +22,12 @@
  */
 import type { Config } from "../config/types.ts";
 import { loadConfig } from "../config/load.ts";
-import type { RunAs } from "../route/types.ts";
+import type { RunAs } from "../config/route_types.ts";
 import { rememberDenoDir } from "../sys/child_env.ts";
 import { readPasswd } from "../sys/passwd.ts";
 import { dropPermissions } from "../sys/permissions.ts";
 import { childSpec, spawnChild, type SpawnedChild } from "../sys/spawn.ts";
-import { selfCommand } from "../worker/self_command.ts";
+import { selfCommand } from "../sys/self_command.ts";
 import {
   encodeFrame,
   type Frame,

@@ -22,7 +22,7 @@ import {
   type Routed,
 } from "../route/router.ts";
 import { safeReadTextSync } from "../sys/safe_open.ts";
-import type { Destination } from "../route/types.ts";
+import type { Destination } from "../config/route_types.ts";
 import type { OutgoingMessage, RecipientResult, SendResult } from "../smtp/client.ts";
 import { JournalWriter } from "../spool/journal_writer.ts";
 import type { JournalRecord, MessageState, RecipientState } from "../spool/records.ts";

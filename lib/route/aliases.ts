@@ -10,7 +10,7 @@
  * "keep a copy") means its own mailbox; any other cycle, or nesting deeper
  * than MAX_DEPTH, fails with 5.4.6 (RFC 3463 "routing loop detected").
  */
-import { DeliveryError } from "../deliver/errors.ts";
+import { DeliveryError } from "../mail/delivery_error.ts";
 
 /** One alias target after parsing. */
 export type AliasTarget =
@@ -91,6 +91,12 @@ export function parseAliases(text: string, file = "aliases"): AliasTable {
   }
   return table;
 }
+
+/** A target read from a .forward (or its :include: files) by a worker: untrusted. */
+export type ForwardTarget =
+  | { kind: "address"; address: string }
+  | { kind: "pipe"; command: string[] }
+  | { kind: "file"; path: string };
 
 /** A flattened target, ready to route. */
 export type Expanded =

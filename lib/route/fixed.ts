@@ -6,18 +6,11 @@
  * received and honoured here when it is delivered; "router" means the
  * routing table decides.
  */
-import { maildirUser } from "../deliver/maildir.ts";
-import { parseHostPort } from "../config/load.ts";
+import { lowerParts, mailboxName } from "../mail/address.ts";
+import { parseHostPort } from "../config/reader.ts";
 import type { Config } from "../config/types.ts";
 import type { Routed } from "./router.ts";
-import type { Destination } from "./types.ts";
-
-function parts(address: string): { user: string; domain: string } {
-  const at = address.lastIndexOf("@");
-  return at < 0
-    ? { user: address.toLowerCase(), domain: "" }
-    : { user: address.slice(0, at).toLowerCase(), domain: address.slice(at + 1).toLowerCase() };
-}
+import type { Destination } from "../config/route_types.ts";
 
 /** The destination a spec names, or null for "router" (or a spec this version cannot read). */
 export function fixedDestination(cfg: Config, spec: string): Destination | null {
@@ -49,10 +42,10 @@ export function fixedRoute(cfg: Config, spec: string | undefined, address: strin
   if (spec === undefined) return null;
   const destination = fixedDestination(cfg, spec);
   if (destination === null) return null;
-  const { user, domain } = parts(address);
+  const { user, domain } = lowerParts(address);
   if (destination.kind === "maildir") {
     try {
-      maildirUser(user);
+      mailboxName(user);
     } catch {
       return {
         type: "fail",

@@ -7,12 +7,11 @@
  * prints the same answer an operator would get from the queue manager.
  */
 import type { Config } from "../config/types.ts";
-import { domainOf } from "../smtp/policy.ts";
+import { domainOf, localPart, mailboxName } from "../mail/address.ts";
 import { type AliasTable, expandAlias, type Expanded } from "./aliases.ts";
 import { findLocalUser, lookupUser, type PasswdEntry } from "../sys/passwd.ts";
-import type { Destination, RunAs } from "./types.ts";
-import type { ForwardTarget } from "../worker/protocol.ts";
-import { maildirUser } from "../deliver/maildir.ts";
+import type { Destination, RunAs } from "../config/route_types.ts";
+import type { ForwardTarget } from "./aliases.ts";
 
 /** envelope.protocol of a message made by alias or .forward expansion. */
 export const PROTOCOL_ALIAS = "ALIAS";
@@ -80,11 +79,6 @@ function unknownPrivs(cfg: Config): Extract<Routed, { type: "fail" }> {
 /** True for a domain delivered here; "" (a bare name like "postmaster") counts. */
 export function isLocalDomain(cfg: Config, domain: string): boolean {
   return domain === "" || cfg.local.domains.includes(domain);
-}
-
-function localPart(address: string): string {
-  const at = address.lastIndexOf("@");
-  return at < 0 ? address : address.slice(0, at);
 }
 
 /** The [[route]] for a domain: exact, then "*.parent" nearest first, then "*". */
@@ -364,7 +358,7 @@ function mailboxIn(dest: Destination, user: string): Destination {
 function badMailbox(dest: Destination, user: string): Extract<Routed, { type: "fail" }> | null {
   if (dest.kind !== "mbox" && dest.kind !== "maildir") return null;
   try {
-    maildirUser(user);
+    mailboxName(user);
     return null;
   } catch (err) {
     return {

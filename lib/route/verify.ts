@@ -11,8 +11,7 @@
  * domain to another server (LMTP, SMTP, a program) leaves the check to it.
  */
 import type { Config } from "../config/types.ts";
-import { maildirUser } from "../deliver/maildir.ts";
-import { domainOf } from "../smtp/policy.ts";
+import { domainOf, localPart, mailboxName } from "../mail/address.ts";
 import { readPasswd } from "../sys/passwd.ts";
 import type { AliasTable } from "./aliases.ts";
 import { findRoute } from "./router.ts";
@@ -41,8 +40,7 @@ export function recipientCheck(cfg: Config, aliases: () => AliasTable): Recipien
     return users.has(name);
   };
   return (address) => {
-    const at = address.lastIndexOf("@");
-    const user = (at < 0 ? address : address.slice(0, at)).toLowerCase();
+    const user = localPart(address).toLowerCase();
     // RFC 5321 §4.5.1: postmaster is always accepted.
     if (user === "postmaster") return true;
     if (aliases().has(user)) return true;
@@ -55,7 +53,7 @@ export function recipientCheck(cfg: Config, aliases: () => AliasTable): Recipien
       ? route.destination.path
       : cfg.local.maildirRoot;
     try {
-      maildirUser(user);
+      mailboxName(user);
       return Deno.statSync(`${root}/${user}`).isDirectory;
     } catch {
       return false;

@@ -9,7 +9,7 @@ import { decodeLoginField, decodePlain, encodeBase64Text, type SaslLogin } from 
 import { logEvent, logWarn } from "../log/log.ts";
 import type { Action } from "./commands.ts";
 import type { Identity } from "./policy.ts";
-import { type Reply, reply } from "./reply.ts";
+import { type Reply, reply } from "../wire/reply.ts";
 
 /** What AUTH needs: the credentials (current after SIGHUP), the shared throttle and hash bound. */
 export interface SaslContext {

@@ -8,9 +8,9 @@
  * with "\r\nRSET\r\nMAIL FROM:..." made the relay see a forged transaction).
  */
 import type { OutgoingMessage } from "./client.ts";
-import { parseMailbox } from "./command.ts";
-import { quote } from "./envelope_check.ts";
-import { encodeXtext } from "./params.ts";
+import { parseMailbox } from "../wire/command.ts";
+import { quote } from "../spool/envelope_check.ts";
+import { encodeXtext } from "../wire/params.ts";
 
 /** A line to send, or why it was refused (the affected recipients fail with this text). */
 export type Built = { line: string } | { error: string };

@@ -23,7 +23,7 @@ export interface SessionOptions {
   helo: string;
   /** RFC 2033: LHLO, and one reply per recipient after the data. */
   lmtp?: boolean;
-  /** STARTTLS policy (see lib/route/types.ts TlsMode). */
+  /** STARTTLS policy (see lib/config/route_types.ts TlsMode). */
   tls?: "none" | "may" | "require" | "verify";
   /** Name the certificate must match ("verify"), and SNI. */
   servername?: string;

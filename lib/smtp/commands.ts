@@ -9,10 +9,10 @@
  */
 import type { RecipientSpec } from "../spool/records.ts";
 import type { Config, LimitsConfig, ListenerConfig } from "../config/types.ts";
-import { parseMailFrom, parseRcptTo, type Verb } from "./command.ts";
-import { type MailParams, mailParams, rcptParams } from "./params.ts";
+import { parseMailFrom, parseRcptTo, validHeloArg, type Verb } from "../wire/command.ts";
+import { type MailParams, mailParams, rcptParams } from "../wire/params.ts";
 import { checkRecipient, checkSender, type Identity, isLocalAddress } from "./policy.ts";
-import { type Reply, reply } from "./reply.ts";
+import { type Reply, reply } from "../wire/reply.ts";
 
 /** Negotiated TLS, as recorded in the Received header. */
 export interface TlsInfo {
@@ -103,11 +103,6 @@ const notImplemented = (): Reply => reply(502, "5.5.1", "Error: command not impl
 const always = () => null;
 const needHelo = (s: SessionState) => s.helo ? null : badSequence("Error: send HELO/EHLO first");
 const NON_ASCII = /[^\p{ASCII}]/u;
-
-/** A HELO/EHLO argument: a domain or address literal; anything printable is tolerated as the name. */
-export function validHeloArg(arg: string): boolean {
-  return /^[\x21-\x7e]{1,255}$/.test(arg);
-}
 
 function runHelo(s: SessionState, arg: string, env: CommandEnv, verb: "HELO" | "EHLO" | "LHLO") {
   if (!validHeloArg(arg)) return reply(501, "5.5.4", `Syntax: ${verb} hostname`);

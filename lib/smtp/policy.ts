@@ -7,9 +7,10 @@
  * [auth] trusted_users any), a SASL user its own name. Never an open relay
  * by default.
  */
+import { domainOf, lowerParts } from "../mail/address.ts";
 import { inNetworks } from "../config/cidr.ts";
 import type { Config, ListenerConfig } from "../config/types.ts";
-import { type Reply, reply } from "./reply.ts";
+import { type Reply, reply } from "../wire/reply.ts";
 
 /** Who the client is, when it proved it (RFC 4954 AUTH, or SO_PEERCRED). */
 export interface Identity {
@@ -24,11 +25,8 @@ export interface Identity {
   trusted: boolean;
 }
 
-/** The domain part of an address, lower-cased; "" for a bare local part such as "postmaster". */
-export function domainOf(address: string): string {
-  const at = address.lastIndexOf("@");
-  return at < 0 ? "" : address.slice(at + 1).toLowerCase();
-}
+// The address vocabulary lives in lib/mail/address.ts; re-exported for the server's callers.
+export { domainOf };
 
 /** True when the address's domain is delivered here (a bare "postmaster" counts as local). */
 export function isLocalAddress(cfg: Config, address: string): boolean {
@@ -54,11 +52,10 @@ export function ownsSender(cfg: Config, id: Identity, address: string): boolean 
   if (id.trusted || address === "") return true;
   const lower = address.toLowerCase();
   if (id.kind === "sasl" && id.name.includes("@")) return lower === id.name.toLowerCase();
-  const at = lower.lastIndexOf("@");
-  if (at < 0) return false;
-  const domain = lower.slice(at + 1);
+  if (!lower.includes("@")) return false;
+  const { user, domain } = lowerParts(address);
   const ownDomain = domain === cfg.hostname.toLowerCase() || cfg.local.domains.includes(domain);
-  return ownDomain && lower.slice(0, at) === id.name.toLowerCase();
+  return ownDomain && user === id.name.toLowerCase();
 }
 
 /** Checks MAIL FROM against the listener's authorisation: null when allowed. */

@@ -12,7 +12,7 @@ import type { Envelope } from "../spool/records.ts";
 import type { Spool, SpoolWriter } from "../spool/spool.ts";
 import type { SessionState } from "./commands.ts";
 import { receivedHeader } from "./received.ts";
-import { type Reply, reply } from "./reply.ts";
+import { type Reply, reply } from "../wire/reply.ts";
 import type { SessionFilter } from "./filter.ts";
 import { concatBytes } from "../sys/bytes.ts";
 

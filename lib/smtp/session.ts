@@ -19,7 +19,7 @@ import { metrics } from "../metrics/metrics.ts";
 import { formatListenAddress } from "../config/listeners.ts";
 import type { Spool } from "../spool/spool.ts";
 import { runAuth, type SaslContext } from "./auth_exchange.ts";
-import { parseCommand } from "./command.ts";
+import { parseCommand } from "../wire/command.ts";
 import {
   type Action,
   type CommandEnv,
@@ -31,7 +31,7 @@ import {
 import { type DataEvent, type LineEvent, SmtpInput } from "./input.ts";
 import type { Identity } from "./policy.ts";
 import { Receipt } from "./receive.ts";
-import { formatReply, type Reply, reply } from "./reply.ts";
+import { formatReply, type Reply, reply } from "../wire/reply.ts";
 import { type FilterClient, paramWords, type SessionFilter } from "./filter.ts";
 
 /** What a session needs from the process around it. */

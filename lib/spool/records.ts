@@ -5,11 +5,12 @@
  * Parsing is strict except for the one damage a crash can cause: a torn last
  * record, or a torn record that a later append marked with TORN_MARK.
  * The envelope record is held to what the SMTP server accepts
- * (lib/smtp/envelope_check.ts) whenever it is written or read: a spool file
+ * (lib/spool/envelope_check.ts) whenever it is written or read: a spool file
  * edited by hand or damaged cannot put a field on the wire that no SMTP
  * client could have sent.
  */
-import { checkEnvelope } from "../smtp/envelope_check.ts";
+import { checkEnvelope } from "./envelope_check.ts";
+import type { Envelope } from "./envelope.ts";
 
 /** A journal that cannot be read: not JSON, a bad record, a bad envelope. Names the line. */
 export class JournalError extends Error {
@@ -19,28 +20,7 @@ export class JournalError extends Error {
   }
 }
 
-/** A recipient as given in RCPT TO, with its DSN parameters (RFC 3461). */
-export interface RecipientSpec {
-  address: string;
-  orcpt?: string;
-  notify?: string[];
-}
-
-/** Everything known about a message when DATA ends. */
-export interface Envelope {
-  id: string;
-  /** "" is the null sender. */
-  from: string;
-  recipients: RecipientSpec[];
-  /** Epoch milliseconds. */
-  received: number;
-  client: { address: string; helo: string; auth?: string };
-  /** "SMTP" | "ESMTP" (or the LMTP/submission variants). */
-  protocol: string;
-  /** Content bytes. */
-  size: number;
-  params?: Record<string, string>;
-}
+export type { Envelope, RecipientSpec } from "./envelope.ts";
 
 /** One journal line. `rcpt` is the index into `envelope.recipients`. */
 export type JournalRecord =

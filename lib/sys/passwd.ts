@@ -90,3 +90,11 @@ export function lookupGroup(name: string): number | null {
   }
   return null;
 }
+
+/** A user to run as: numeric ids, resolved from a name when the config is loaded. */
+export interface RunAs {
+  /** As written in the config ("nobody", "65534:65534"). */
+  name: string;
+  uid: number;
+  gid: number;
+}

@@ -13,7 +13,7 @@
  */
 
 import process from "node:process";
-import { selfCommand } from "../worker/self_command.ts";
+import { selfCommand } from "./self_command.ts";
 
 /** SIGUSR1's bit in the kernel's signal mask (signal 10 on Linux). */
 const SIGUSR1_BIT = 1n << 9n;

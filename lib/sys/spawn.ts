@@ -15,8 +15,8 @@
  * descriptor but 0-2 (lib/sys/cloexec.ts), and its stderr comes back,
  * bounded, with its exit status, so every failure can be logged with its cause.
  */
-import type { RunAs } from "../route/types.ts";
-import { selfCommand } from "../worker/self_command.ts";
+import type { RunAs } from "./passwd.ts";
+import { selfCommand } from "./self_command.ts";
 import { childCwd, childEnv } from "./child_env.ts";
 import { closeOnExecAll } from "./cloexec.ts";
 import { userByUid } from "./passwd.ts";

@@ -13,7 +13,8 @@ import { dropPermissions } from "../sys/permissions.ts";
 import { deliverToMaildir } from "../deliver/maildir.ts";
 import { deliverToMbox } from "../deliver/mbox.ts";
 import { deliverToPipe } from "../deliver/pipe.ts";
-import { DeliveryError } from "../deliver/errors.ts";
+import { DeliveryError } from "../mail/delivery_error.ts";
+import { splitAddress } from "../mail/address.ts";
 import { delaySeconds, logEvent, logWarn, setupLogging } from "../log/log.ts";
 import { userByUid } from "../sys/passwd.ts";
 import { checkForward } from "./forward.ts";
@@ -76,7 +77,7 @@ async function deliverOne(
   content: Uint8Array,
 ): Promise<string> {
   const d = t.destination;
-  const domain = t.address.includes("@") ? t.address.slice(t.address.lastIndexOf("@") + 1) : "";
+  const domain = splitAddress(t.address).domain;
   switch (d.kind) {
     case "maildir": {
       const path = await deliverToMaildir({

@@ -8,8 +8,9 @@
  * read from a child is validated: a child that prints garbage is treated
  * like one that crashed.
  */
+import type { ForwardTarget } from "../route/aliases.ts";
 import type { LogConfig } from "../config/types.ts";
-import type { Destination } from "../route/types.ts";
+import type { Destination } from "../config/route_types.ts";
 import { isQueueId } from "../spool/queue_id.ts";
 
 /** One recipient of a local-delivery job. */
@@ -29,11 +30,8 @@ export interface JobTarget {
   forward?: { path: string; owner: number; deliver: boolean };
 }
 
-/** A target read from a .forward (or its :include: files) by a worker: untrusted. */
-export type ForwardTarget =
-  | { kind: "address"; address: string }
-  | { kind: "pipe"; command: string[] }
-  | { kind: "file"; path: string };
+/** A target read from a .forward by a worker (lib/route/aliases.ts, beside alias targets). */
+export type { ForwardTarget };
 
 /** A local-delivery job for one message and one uid/gid. */
 export interface DeliveryJob {

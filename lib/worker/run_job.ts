@@ -11,7 +11,7 @@
 import { type DeliveryJob, parseReport, type WorkerReport } from "./protocol.ts";
 import { concatBytes } from "../sys/bytes.ts";
 import { metrics } from "../metrics/metrics.ts";
-import type { RunAs } from "../route/types.ts";
+import type { RunAs } from "../config/route_types.ts";
 import { DirectSpawner, type Spawner } from "../sys/spawn.ts";
 
 /** Reports larger than this are garbage by definition. */

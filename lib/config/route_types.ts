@@ -3,7 +3,8 @@
  * manager and the delivery agents: where one recipient's mail goes
  * (a Destination) and the delivery settings of the [delivery] table.
  */
-import type { HostPort } from "../config/types.ts";
+import type { HostPort } from "./reader.ts";
+import type { RunAs } from "../sys/passwd.ts";
 
 /**
  * STARTTLS policy of an SMTP/LMTP destination. "may": use it when offered,
@@ -13,13 +14,8 @@ import type { HostPort } from "../config/types.ts";
  */
 export type TlsMode = "none" | "may" | "require" | "verify";
 
-/** A user to run as: numeric ids, resolved from a name when the config is loaded. */
-export interface RunAs {
-  /** As written in the config ("nobody", "65534:65534"). */
-  name: string;
-  uid: number;
-  gid: number;
-}
+/** A user to run as (lib/sys/passwd.ts), re-exported with the rest of the routing vocabulary. */
+export type { RunAs };
 
 /** Where mail for a recipient goes. */
 export type Destination =

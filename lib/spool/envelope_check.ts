@@ -11,12 +11,12 @@
  * through a file either (issue 9, finding 1). Errors name the field.
  */
 import { isIP } from "node:net";
-import type { Envelope, RecipientSpec } from "../spool/records.ts";
-import { isQueueId } from "../spool/queue_id.ts";
-import { parseMailbox, parseMailFrom, parseRcptTo } from "./command.ts";
-import { validHeloArg } from "./commands.ts";
-import { encodeXtext, mailParams, rcptParams } from "./params.ts";
-import type { Reply } from "./reply.ts";
+import type { Envelope, RecipientSpec } from "./envelope.ts";
+import { isQueueId } from "./queue_id.ts";
+import { DESTINATION } from "../config/listeners.ts";
+import { parseMailbox, parseMailFrom, parseRcptTo, validHeloArg } from "../wire/command.ts";
+import { encodeXtext, mailParams, rcptParams } from "../wire/params.ts";
+import type { Reply } from "../wire/reply.ts";
 
 /** An envelope field that the SMTP server would have refused; `field` names it. */
 export class EnvelopeError extends Error {
@@ -28,13 +28,6 @@ export class EnvelopeError extends Error {
     this.field = field;
   }
 }
-
-/**
- * A listener's destination spec: "router" or "transport:nexthop". The
- * config loader checks listeners with it, and stored envelopes
- * (params.destination) are checked with it here.
- */
-export const DESTINATION = /^(router|(smtp|lmtp|maildir|discard):[\x21-\x7e]*)$/;
 
 /** Envelope protocols skiff itself writes for messages it makes (router.ts, bounce.ts). */
 const ALIAS = "ALIAS";

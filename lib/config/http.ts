@@ -2,12 +2,13 @@
  * The [http] table: where the monitoring endpoint listens and who may read
  * it. Off by default; a loopback address unless the operator writes
  * `allow_remote = true`, because the status page shows senders, recipients
- * and error texts that are nobody else's business. Kept beside the server
- * (as [delivery] lives with the router); lib/config/load.ts calls these with
+ * and error texts that are nobody else's business. Under lib/config/
+ * so the loader never imports the HTTP server (config sits below http);
+ * lib/config/load.ts calls these with
  * its own error reporter, so mistakes name the file and the dotted key.
  */
 import { resolve } from "node:path";
-import type { HostPort } from "../config/types.ts";
+import type { HostPort } from "./reader.ts";
 
 /** The monitoring endpoint's settings. */
 export interface HttpConfig {

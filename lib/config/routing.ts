@@ -1,14 +1,14 @@
 /**
  * Reads the [delivery] table and the [[route]] entries of skiff.toml into
  * typed settings, and renders them back for `skiff check-config`. Kept out
- * of lib/config/load.ts so the routing vocabulary lives with the router;
- * load.ts calls these with its own error reporter, so mistakes still name
+ * of lib/config/load.ts to keep that file short, and under lib/config/ so
+ * the loader never imports the router (config sits below route); load.ts calls these with its own error reporter, so mistakes still name
  * the file, the dotted key, what was expected and what was found.
  */
 import { resolve } from "node:path";
-import type { HostPort } from "../config/types.ts";
+import type { HostPort } from "./types.ts";
 import { lookupUser } from "../sys/passwd.ts";
-import type { DeliveryConfig, Destination, RouteConfig, RunAs, TlsMode } from "./types.ts";
+import type { DeliveryConfig, Destination, RouteConfig, RunAs, TlsMode } from "./route_types.ts";
 
 /** Reports a mistake and never returns (load.ts's Reader.fail). */
 export type Fail = (key: string, expected: string, found: unknown) => never;

@@ -325,3 +325,8 @@ function parseParams(s: string): Map<string, string | null> | Reply {
   }
   return params;
 }
+
+/** A HELO/EHLO argument: a domain or address literal; anything printable is tolerated as the name. */
+export function validHeloArg(arg: string): boolean {
+  return /^[\x21-\x7e]{1,255}$/.test(arg);
+}
