@@ -7,7 +7,7 @@
  * field can never become a command of its own (issue 9, finding 1: NOTIFY
  * with "\r\nRSET\r\nMAIL FROM:..." made the relay see a forged transaction).
  */
-import type { OutgoingMessage } from "./client.ts";
+import type { OutgoingMessage } from "./client_message.ts";
 import { parseMailbox } from "../wire/command.ts";
 import { quote } from "../spool/envelope_check.ts";
 import { encodeXtext } from "../wire/params.ts";

@@ -15,7 +15,7 @@ import { concatBytes } from "../sys/bytes.ts";
 import { metrics } from "../metrics/metrics.ts";
 import { DotStuffer, needsUtf8 } from "./client_data.ts";
 import { mailCommand, rcptCommand, safeCommandLine, unsendableAddress } from "./client_params.ts";
-import type { Outcome, OutgoingMessage, RecipientResult } from "./client.ts";
+import type { Outcome, OutgoingMessage, RecipientResult } from "./client_message.ts";
 
 /** How a session is opened. */
 export interface SessionOptions {
