@@ -110,7 +110,27 @@ export function encodeSpecial(e: Expanded, runAs: RunAs | null, rcpt = ""): stri
   return e.address;
 }
 
-/** Routes one recipient of a message with the given envelope protocol. */
+/** One recipient being routed: what every step of the chain looks at. */
+interface Query {
+  cfg: Config;
+  ctx: RouterContext;
+  address: string;
+  protocol: string;
+  /** domainOf(address): lower case, "" for a bare name. */
+  domain: string;
+  /** The local part, lower case: the mailbox, alias or user name it would be. */
+  user: string;
+}
+
+type Delivered = Extract<Routed, { type: "deliver" }>;
+
+/**
+ * Routes one recipient of a message with the given envelope protocol: a
+ * short chain, each step answering or passing (null) to the next. Special
+ * targets of an alias message first; then, for other domains, a [[route]],
+ * the relayhost, MX; for local ones, aliases, then the mailbox (a local
+ * domain's [[route]] or the local mailbox), behind ~/.forward when enabled.
+ */
 export function route(
   cfg: Config,
   ctx: RouterContext,
@@ -118,136 +138,145 @@ export function route(
   protocol = "ESMTP",
 ): Routed {
   const domain = domainOf(address);
-  const d = cfg.delivery;
-  const limits = (r?: { concurrency: number; rate: number }) => ({
-    concurrency: r?.concurrency || d.concurrency,
-    rate: r?.rate || d.rate,
-  });
+  const q: Query = { cfg, ctx, address, protocol, domain, user: localPart(address).toLowerCase() };
   if (protocol === PROTOCOL_ALIAS && (address.startsWith("|") || address.startsWith("/"))) {
-    if (address.startsWith("/")) {
-      const privs = defaultPrivs(cfg, ctx);
-      if (privs === undefined) return unknownPrivs(cfg);
-      return {
-        type: "deliver",
-        destination: { kind: "mbox", path: address, user: privs, file: true },
-        domain: "",
-        user: "",
-        runAs: privs,
-        ...limits(),
-        why: "file target of an alias or .forward",
-      };
-    }
-    const spec = JSON.parse(address.slice(1)) as
-      | { command: string[]; user: RunAs | null; rcpt?: string }
-      | { file: string; user: RunAs | null; rcpt?: string };
-    // Expanded while skiff was not root, delivered now that it is: never as root.
-    const privs = spec.user ?? defaultPrivs(cfg, ctx);
+    return specialTarget(q);
+  }
+  if (!isLocalDomain(cfg, domain)) return domainRoute(q) ?? relayhostRoute(q) ?? mxRoute(q);
+  return aliasRoute(q) ?? localRoute(q);
+}
+
+/** A "deliver" decision; `limits` (a [[route]]) overrides delivery.concurrency/rate when set. */
+function delivered(
+  cfg: Config,
+  r: Omit<Delivered, "type" | "concurrency" | "rate"> & {
+    limits?: { concurrency: number; rate: number };
+  },
+): Delivered {
+  const { limits, ...rest } = r;
+  return {
+    type: "deliver",
+    ...rest,
+    concurrency: limits?.concurrency || cfg.delivery.concurrency,
+    rate: limits?.rate || cfg.delivery.rate,
+  };
+}
+
+const FILE_WHY = "file target of an alias or .forward";
+
+/** A command or file target written by alias or .forward expansion (see encodeSpecial). */
+function specialTarget(q: Query): Routed {
+  const { cfg, ctx, address } = q;
+  if (address.startsWith("/")) {
+    const privs = defaultPrivs(cfg, ctx);
     if (privs === undefined) return unknownPrivs(cfg);
-    const original = typeof spec.rcpt === "string" && spec.rcpt !== "" ? spec.rcpt : undefined;
-    const who = original ? localPart(original).toLowerCase() : "";
-    if ("file" in spec) {
-      return {
-        type: "deliver",
-        destination: { kind: "mbox", path: spec.file, user: privs, file: true },
-        domain: "",
-        user: who,
-        runAs: privs,
-        ...limits(),
-        why: "file target of an alias or .forward",
-        ...(original ? { original } : {}),
-      };
-    }
-    return {
-      type: "deliver",
-      destination: { kind: "pipe", command: spec.command, user: privs },
-      domain: "",
-      user: who,
-      runAs: privs,
-      ...limits(),
-      why: "command target of an alias or .forward",
-      ...(original ? { original } : {}),
-    };
+    const destination: Destination = { kind: "mbox", path: address, user: privs, file: true };
+    return delivered(cfg, { destination, domain: "", user: "", runAs: privs, why: FILE_WHY });
   }
-  if (!isLocalDomain(cfg, domain)) {
-    const r = findRoute(cfg, domain);
-    if (r) {
-      const user = localPart(address).toLowerCase();
-      const bad = badMailbox(r.destination, user);
-      if (bad) return bad;
-      const runAs = routeRunAs(cfg, ctx, r.destination, null);
-      if (runAs === undefined) return unknownPrivs(cfg);
-      return {
-        type: "deliver",
-        destination: mailboxIn(r.destination, user),
-        domain,
-        user,
-        runAs,
-        ...limits(r),
-        why: `[[route]] domain = "${r.domain}"`,
-      };
-    }
-    if (cfg.relay.relayhost) {
-      const { host, port } = cfg.relay.relayhost;
-      return {
-        type: "deliver",
-        destination: {
-          kind: "smtp",
-          host,
-          port,
-          tls: d.tls,
-          authUser: d.authUser,
-          authPassword: d.authPassword,
-        },
-        domain,
-        user: "",
-        runAs: null,
-        ...limits(),
-        why: "relay.relayhost (no [[route]] for the domain)",
-      };
-    }
-    return {
-      type: "deliver",
-      destination: { kind: "mx", tls: d.tls },
-      domain,
-      user: "",
-      runAs: null,
-      ...limits(),
-      why: "MX delivery (no [[route]], no relayhost)",
-    };
+  const spec = JSON.parse(address.slice(1)) as
+    | { command: string[]; user: RunAs | null; rcpt?: string }
+    | { file: string; user: RunAs | null; rcpt?: string };
+  // Expanded while skiff was not root, delivered now that it is: never as root.
+  const privs = spec.user ?? defaultPrivs(cfg, ctx);
+  if (privs === undefined) return unknownPrivs(cfg);
+  const original = typeof spec.rcpt === "string" && spec.rcpt !== "" ? spec.rcpt : undefined;
+  const destination: Destination = "file" in spec
+    ? { kind: "mbox", path: spec.file, user: privs, file: true }
+    : { kind: "pipe", command: spec.command, user: privs };
+  return delivered(cfg, {
+    destination,
+    domain: "",
+    user: original ? localPart(original).toLowerCase() : "",
+    runAs: privs,
+    why: "file" in spec ? FILE_WHY : "command target of an alias or .forward",
+    ...(original ? { original } : {}),
+  });
+}
+
+/** A non-local domain with a [[route]]. */
+function domainRoute(q: Query): Routed | null {
+  const { cfg, ctx, domain, user } = q;
+  const r = findRoute(cfg, domain);
+  if (!r) return null;
+  const bad = badMailbox(r.destination, user);
+  if (bad) return bad;
+  const runAs = routeRunAs(cfg, ctx, r.destination, null);
+  if (runAs === undefined) return unknownPrivs(cfg);
+  const destination = mailboxIn(r.destination, user);
+  const why = `[[route]] domain = "${r.domain}"`;
+  return delivered(cfg, { destination, domain, user, runAs, limits: r, why });
+}
+
+/** A non-local domain without a [[route]], when relay.relayhost is set. */
+function relayhostRoute(q: Query): Routed | null {
+  const { cfg, domain } = q;
+  if (!cfg.relay.relayhost) return null;
+  const { host, port } = cfg.relay.relayhost;
+  const d = cfg.delivery;
+  const destination: Destination = {
+    kind: "smtp",
+    host,
+    port,
+    tls: d.tls,
+    authUser: d.authUser,
+    authPassword: d.authPassword,
+  };
+  const why = "relay.relayhost (no [[route]] for the domain)";
+  return delivered(cfg, { destination, domain, user: "", runAs: null, why });
+}
+
+/** Everything else non-local: the domain's MX hosts. */
+function mxRoute(q: Query): Routed {
+  const destination: Destination = { kind: "mx", tls: q.cfg.delivery.tls };
+  const why = "MX delivery (no [[route]], no relayhost)";
+  return delivered(q.cfg, { destination, domain: q.domain, user: "", runAs: null, why });
+}
+
+/** "Is this address local, and as what name?" for alias and .forward expansion. */
+function localTest(cfg: Config) {
+  return (a: string) => (isLocalDomain(cfg, domainOf(a)) ? { local: localPart(a) } : null);
+}
+
+/** A local name in the aliases file (not for targets of an expansion: no re-aliasing). */
+function aliasRoute(q: Query): Routed | null {
+  const { cfg, ctx, user } = q;
+  if (q.protocol === PROTOCOL_ALIAS) return null;
+  const runAs = defaultPrivs(cfg, ctx);
+  if (runAs === undefined && ctx.aliases.has(user)) return unknownPrivs(cfg);
+  try {
+    const targets = expandAlias(ctx.aliases, user, {
+      isLocal: localTest(cfg),
+      readInclude: (p) => ctx.readFile(p) ?? "",
+    });
+    return targets
+      ? { type: "expand", targets, why: `alias "${user}"`, runAs: runAs ?? null }
+      : null;
+  } catch (err) {
+    return { type: "fail", dsn: "5.4.6", text: (err as Error).message, why: `alias "${user}"` };
   }
-  const user = localPart(address).toLowerCase();
-  const isLocal = (a: string) => (isLocalDomain(cfg, domainOf(a)) ? { local: localPart(a) } : null);
-  if (protocol !== PROTOCOL_ALIAS) {
-    const runAs = defaultPrivs(cfg, ctx);
-    if (runAs === undefined && ctx.aliases.has(user)) return unknownPrivs(cfg);
-    try {
-      const targets = expandAlias(ctx.aliases, user, {
-        isLocal,
-        readInclude: (p) => ctx.readFile(p) ?? "",
-      });
-      if (targets) return { type: "expand", targets, why: `alias "${user}"`, runAs: runAs ?? null };
-    } catch (err) {
-      return { type: "fail", dsn: "5.4.6", text: (err as Error).message, why: `alias "${user}"` };
-    }
-  }
+}
+
+/** A local recipient's mailbox, behind ~/.forward when delivery.forward is on. */
+function localRoute(q: Query): Routed {
+  const { cfg, ctx, domain, user } = q;
+  const d = cfg.delivery;
   const pw: PasswdEntry | null = d.localUsers || d.forward ? findLocalUser(user) : null;
   const routed = mailboxRoute(cfg, ctx, { domain, user, pw });
   if (
-    d.forward && pw && protocol !== PROTOCOL_ALIAS && !ctx.skipForward && routed.type !== "fail"
-  ) {
-    // ~/.forward is opened and parsed by a worker running as the user
-    // (lib/worker/forward.ts), never read here: the manager runs as root.
-    const runAs = { name: pw.name, uid: pw.uid, gid: pw.gid };
-    const local = ["mbox", "maildir", "pipe"].includes(routed.destination.kind);
-    const same = !ctx.root || JSON.stringify(routed.runAs) === JSON.stringify(runAs);
-    return {
-      ...routed,
-      runAs,
-      forward: { path: `${pw.home}/.forward`, owner: pw.uid, deliver: local && same },
-      why: `${pw.home}/.forward if safe and present, else ${routed.why}`,
-    };
-  }
-  return routed;
+    !d.forward || !pw || q.protocol === PROTOCOL_ALIAS || ctx.skipForward ||
+    routed.type === "fail"
+  ) return routed;
+  // ~/.forward is opened and parsed by a worker running as the user
+  // (lib/worker/forward.ts), never read here: the manager runs as root.
+  const runAs = { name: pw.name, uid: pw.uid, gid: pw.gid };
+  const local = ["mbox", "maildir", "pipe"].includes(routed.destination.kind);
+  const same = !ctx.root || JSON.stringify(routed.runAs) === JSON.stringify(runAs);
+  return {
+    ...routed,
+    runAs,
+    forward: { path: `${pw.home}/.forward`, owner: pw.uid, deliver: local && same },
+    why: `${pw.home}/.forward if safe and present, else ${routed.why}`,
+  };
 }
 
 /** The local mailbox (or a local domain's [[route]]) of a local recipient. */
@@ -258,52 +287,34 @@ function mailboxRoute(
 ): Extract<Routed, { type: "deliver" | "fail" }> {
   const d = cfg.delivery;
   const { domain, user, pw } = r;
-  const limits = (x?: { concurrency: number; rate: number }) => ({
-    concurrency: x?.concurrency || d.concurrency,
-    rate: x?.rate || d.rate,
-  });
-  let runAs: RunAs | null = null;
-  if (d.localUsers) {
-    if (!pw) {
-      return {
-        type: "fail",
-        dsn: "5.1.1",
-        text: `No such user here: ${user}`,
-        why: "delivery.local_users and no /etc/passwd entry",
-      };
-    }
-    runAs = { name: pw.name, uid: pw.uid, gid: pw.gid };
+  if (d.localUsers && !pw) {
+    return {
+      type: "fail",
+      dsn: "5.1.1",
+      text: `No such user here: ${user}`,
+      why: "delivery.local_users and no /etc/passwd entry",
+    };
   }
+  const runAs: RunAs | null = d.localUsers && pw
+    ? { name: pw.name, uid: pw.uid, gid: pw.gid }
+    : null;
   const rt = findRoute(cfg, domain);
   if (rt) {
     const bad = badMailbox(rt.destination, user);
     if (bad) return bad;
     const who = routeRunAs(cfg, ctx, rt.destination, runAs);
     if (who === undefined) return unknownPrivs(cfg);
-    return {
-      type: "deliver",
-      destination: mailboxIn(rt.destination, user),
-      domain,
-      user,
-      runAs: who,
-      ...limits(rt),
-      why: `local domain, [[route]] domain = "${rt.domain}"`,
-    };
+    const destination = mailboxIn(rt.destination, user);
+    const why = `local domain, [[route]] domain = "${rt.domain}"`;
+    return delivered(cfg, { destination, domain, user, runAs: who, limits: rt, why });
   }
   const destination: Destination = d.localMailbox === "mbox"
     ? { kind: "mbox", path: d.mboxDir, user: runAs }
     : { kind: "maildir", path: cfg.local.maildirRoot, user: runAs };
   const bad = badMailbox(destination, user);
   if (bad) return bad;
-  return {
-    type: "deliver",
-    destination: mailboxIn(destination, user),
-    domain,
-    user,
-    runAs,
-    ...limits(),
-    why: `local domain "${domain || "(none)"}", ${d.localMailbox} mailbox`,
-  };
+  const why = `local domain "${domain || "(none)"}", ${d.localMailbox} mailbox`;
+  return delivered(cfg, { destination: mailboxIn(destination, user), domain, user, runAs, why });
 }
 
 /**
@@ -316,10 +327,10 @@ export function forwardExpansion(
   f: { address: string; targets: ForwardTarget[]; runAs: RunAs | null; why: string },
 ): Routed {
   const user = localPart(f.address).toLowerCase();
-  const isLocal = (a: string) => (isLocalDomain(cfg, domainOf(a)) ? { local: localPart(a) } : null);
   try {
     const table: AliasTable = new Map([[user, f.targets]]);
-    const targets = expandAlias(table, user, { isLocal, readInclude: () => "" }) ?? [];
+    const targets = expandAlias(table, user, { isLocal: localTest(cfg), readInclude: () => "" }) ??
+      [];
     return { type: "expand", targets, why: f.why, runAs: f.runAs };
   } catch (err) {
     return { type: "fail", dsn: "5.4.6", text: (err as Error).message, why: f.why };
