@@ -7,7 +7,8 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { CrlfToLf, deliverToMaildir, maildirName } from "../lib/deliver/maildir.ts";
+import { deliverToMaildir, maildirName } from "../lib/deliver/maildir.ts";
+import { CrlfToLf } from "../lib/deliver/crlf.ts";
 import { DeliveryError, fsDeliveryError } from "../lib/mail/delivery_error.ts";
 
 const enc = new TextEncoder();

@@ -23,63 +23,9 @@
 
 import { DeliveryError, fsDeliveryError } from "../mail/delivery_error.ts";
 import { mailboxName } from "../mail/address.ts";
-
-const CR = 0x0d;
-const LF = 0x0a;
-const EMPTY = new Uint8Array(0);
-
-/**
- * Turns CRLF into LF across a stream of chunks, including a CR that ends one
- * chunk and an LF that starts the next. A lone CR is passed through.
- */
-export class CrlfToLf {
-  #pendingCr = false;
-
-  /** Converts one chunk; may hold back a trailing CR until the next chunk or flush(). */
-  push(chunk: Uint8Array): Uint8Array {
-    if (chunk.length === 0) return EMPTY;
-    let start = 0;
-    const out = new Uint8Array(chunk.length + 1);
-    let o = 0;
-    if (this.#pendingCr) {
-      this.#pendingCr = false;
-      if (chunk[0] === LF) {
-        out[o++] = LF;
-        start = 1;
-      } else {
-        out[o++] = CR;
-      }
-    } else if (chunk.indexOf(CR) < 0) {
-      return chunk;
-    }
-    for (;;) {
-      const cr = chunk.indexOf(CR, start);
-      const end = cr < 0 ? chunk.length : cr;
-      out.set(chunk.subarray(start, end), o);
-      o += end - start;
-      if (cr < 0) break;
-      if (cr === chunk.length - 1) {
-        this.#pendingCr = true;
-        break;
-      }
-      if (chunk[cr + 1] === LF) {
-        out[o++] = LF;
-        start = cr + 2;
-      } else {
-        out[o++] = CR;
-        start = cr + 1;
-      }
-    }
-    return out.subarray(0, o);
-  }
-
-  /** Returns what is held back at the end of the stream (a final lone CR). */
-  flush(): Uint8Array {
-    if (!this.#pendingCr) return EMPTY;
-    this.#pendingCr = false;
-    return Uint8Array.of(CR);
-  }
-}
+import { CrlfToLf } from "./crlf.ts";
+// Not lib/spool/durable.ts: its syncDir counts spool fsyncs in the metrics.
+import { fsyncDir as syncDir, writeAll } from "../sys/durable_io.ts";
 
 /** Options of deliverToMaildir. */
 export interface MaildirDelivery {
@@ -135,15 +81,6 @@ function traceHeaders(opts: MaildirDelivery): Uint8Array {
   return new TextEncoder().encode(text);
 }
 
-async function syncDir(path: string): Promise<void> {
-  const dir = await Deno.open(path, { read: true });
-  try {
-    await dir.sync();
-  } finally {
-    dir.close();
-  }
-}
-
 /** mkdir that tolerates an existing directory; says whether it created one. */
 async function mkdirOnce(path: string): Promise<boolean> {
   try {
@@ -187,12 +124,6 @@ async function openTmp(
       else if (!(e instanceof Deno.errors.AlreadyExists) || attempt > 3) throw e;
     }
   }
-}
-
-/** Writes all of `data`; FsFile.write may write less than asked. */
-async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await file.write(data.subarray(off));
 }
 
 const WRITE_BUFFER = 64 * 1024;

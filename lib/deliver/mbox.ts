@@ -15,7 +15,7 @@
  */
 import { rfc5322Date } from "../smtp/received.ts";
 import { DeliveryError, fsDeliveryError } from "../mail/delivery_error.ts";
-import { CrlfToLf } from "./maildir.ts";
+import { CrlfToLf } from "./crlf.ts";
 import { checkSharedDir, safeOpenAppend, UnsafeFileError } from "../sys/safe_open.ts";
 
 /** Options of deliverToMbox. */

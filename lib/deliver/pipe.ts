@@ -9,7 +9,7 @@
  */
 import { DeliveryError } from "../mail/delivery_error.ts";
 import { localPart } from "../mail/address.ts";
-import { CrlfToLf } from "./maildir.ts";
+import { CrlfToLf } from "./crlf.ts";
 
 /** Options of deliverToPipe. */
 export interface PipeDelivery {

@@ -5,22 +5,14 @@
  * fsync(path), so a directory is synced through a read-only handle.
  */
 import { metrics } from "../metrics/metrics.ts";
+import { fsyncDir, writeAll } from "../sys/durable_io.ts";
 
-/** fsyncs a directory so renames and creations in it are durable. */
+export { writeAll };
+
+/** fsyncs a spool directory so renames and creations in it are durable (counted). */
 export async function syncDir(path: string): Promise<void> {
-  const dir = await Deno.open(path, { read: true });
-  try {
-    await dir.sync();
-    metrics.fsync("dir");
-  } finally {
-    dir.close();
-  }
-}
-
-/** Writes all of `data` at the file's current position (write may be short). */
-export async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await file.write(data.subarray(off));
+  await fsyncDir(path);
+  metrics.fsync("dir");
 }
 
 /**
