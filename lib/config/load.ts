@@ -431,6 +431,21 @@ function readUser(r: Reader, raw: Table): Config["user"] {
   return { name, uid: pw.uid, gid, home: pw.home, group };
 }
 
+/** local.maildir_root: a directory of Maildirs, or "~/PATH" for one in each user's home. */
+function readMaildirRoot(r: Reader, local: Table): string {
+  const text = r.string(local, "local.maildir_root", "maildir_root");
+  if (!text.startsWith("~")) return r.path(local, "local.maildir_root", "maildir_root");
+  // "~/Maildir" is `<the recipient's home>/Maildir`: plain names below the home, nothing else.
+  const parts = text.slice(2).split("/");
+  if (
+    !text.startsWith("~/") ||
+    parts.some((p) => p === "" || p === "." || p === ".." || p.includes("\0"))
+  ) {
+    r.fail("local.maildir_root", 'a directory, or "~/Maildir" for each user\'s home', text);
+  }
+  return text;
+}
+
 function build(r: Reader, raw: Table, source: string): Config {
   r.table(raw, "", "");
   const hostname = r.string(raw, "hostname", "hostname", HOSTNAME);
@@ -484,7 +499,7 @@ function build(r: Reader, raw: Table, source: string): Config {
     },
     local: {
       domains: readDomains(r, local),
-      maildirRoot: r.path(local, "local.maildir_root", "maildir_root"),
+      maildirRoot: readMaildirRoot(r, local),
       verifyRecipients: readBool(r, local, "local.verify_recipients"),
       existingMaildirsOnly: readBool(r, local, "local.existing_maildirs_only"),
     },
@@ -503,6 +518,14 @@ function build(r: Reader, raw: Table, source: string): Config {
       "queue.retry_min",
       `at most queue.retry_max (${config.queue.retryMax})`,
       config.queue.retryMin,
+    );
+  }
+  if (config.local.maildirRoot.startsWith("~/") && !config.delivery.localUsers) {
+    // Whose home? Only /etc/passwd can say, and only local_users looks there.
+    r.fail(
+      "local.maildir_root",
+      'a directory ("~/..." needs delivery.local_users = true)',
+      config.local.maildirRoot,
     );
   }
   return config;

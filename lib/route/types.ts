@@ -51,7 +51,8 @@ export type Destination =
     /** A /file target of an alias or .forward (not a mailbox under mbox_dir or a route). */
     file?: boolean;
   }
-  | { kind: "maildir"; path: string; user: RunAs | null }
+  /** `exact`: path is the Maildir itself (a home Maildir), not the directory of users' Maildirs. */
+  | { kind: "maildir"; path: string; user: RunAs | null; exact?: boolean }
   | { kind: "discard" }
   | { kind: "error"; dsn: string; text: string };
 
