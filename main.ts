@@ -43,7 +43,8 @@ Commands:
   help           this text
 
 The config comes from --config FILE, else $SKIFF_CONFIG, else the embedded default
-(SMTP on 127.0.0.1:2525, spool ./var/spool, Maildirs ./var/mail/<user>/).
+(SMTP on 127.0.0.1:2525, spool ./var/spool, Maildirs ./var/mail/<user>/); run as
+sendmail, mailq or newaliases, /etc/skiff/skiff.toml comes before the embedded default.
 Invoked as "sendmail", "mailq" or "newaliases" (a link to the binary), skiff acts as that command.
 `;
 
@@ -80,6 +81,17 @@ async function withConfig(path: string | undefined, fn: (c: Config) => Promise<n
   return await fn(cfg);
 }
 
+/** Where scripts/install.sh puts the config of an installed system. */
+const SYSTEM_CONFIG = "/etc/skiff/skiff.toml";
+
+function existsFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
 /** Names a link to the binary may have; each acts as that command. */
 const LINK_NAMES = new Set(["sendmail", "mailq", "newaliases"]);
 
@@ -97,7 +109,12 @@ async function main(argv: string[]): Promise<number> {
     return EX_USAGE;
   }
   const invokedAs = process.argv0.split("/").pop() ?? "";
-  if (LINK_NAMES.has(invokedAs)) parsed.rest = [invokedAs, ...parsed.rest];
+  if (LINK_NAMES.has(invokedAs)) {
+    parsed.rest = [invokedAs, ...parsed.rest];
+    // Programs run /usr/sbin/sendmail with no idea of skiff's config: an installed system's
+    // config is the default for the link names, as /etc/postfix is for Postfix's sendmail.
+    if (parsed.path === undefined && existsFile(SYSTEM_CONFIG)) parsed.path = SYSTEM_CONFIG;
+  }
   const [command = "help", ...args] = parsed.rest;
   if (GUARDED.has(command)) {
     // Before Deno's 500 ms grace period ends: see lib/sys/sigusr1.ts.
