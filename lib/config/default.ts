@@ -25,6 +25,8 @@ auth_plaintext = false
 require_auth = false
 senders = "own"
 destination = "router"
+dmarc = "enforce"
+spf_fail = "header"
 
 [[listener]]
 address = "unix:./var/run/submit.sock"
@@ -77,6 +79,13 @@ level = "info"
 [sendmail]
 maildrop_dir = "./var/maildrop"
 untrusted_sender = "refuse"
+
+[mailauth]
+authserv_id = ""
+quarantine = "header"
+dns_timeout = 20
+max_lookups = 50
+min_key_bits = 1024
 
 [delivery]
 delay_warning = 0

@@ -5,9 +5,18 @@
  * listener that could never work (TLS without a certificate, peercred on
  * TCP, an open relay by configuration) fails at start-up with its key named.
  */
-import { formatHostPort, inline, isTable, parseHostPort, type Reader, type Table } from "./load.ts";
+import {
+  formatHostPort,
+  inline,
+  isHostname,
+  isTable,
+  parseHostPort,
+  type Reader,
+  type Table,
+} from "./load.ts";
 import { resolveOwner } from "./owner.ts";
 import type { LimitsConfig, ListenAddress, ListenerConfig } from "./types.ts";
+import { LISTENER_DEFAULTS, readListenerPolicy } from "../mailauth/config.ts";
 
 const ADDRESS =
   'an address "host:port" with a port 1-65535 (IPv6 as "[::1]:25") or "unix:/path/to.sock"';
@@ -97,6 +106,7 @@ function readOne(r: Reader, item: unknown, i: number): ListenerConfig {
     require_auth: false,
     senders: "own",
     destination: "router",
+    ...LISTENER_DEFAULTS,
     ...t,
   };
   const modeText = r.string(d, `${key}.mode`, "mode", 'an octal mode such as "0660"');
@@ -165,6 +175,7 @@ function readOne(r: Reader, item: unknown, i: number): ListenerConfig {
     senders: r.oneOf(d, `${key}.senders`, "senders", ["own", "any"] as const),
     destination,
     limits,
+    ...readListenerPolicy({ fail: r.fail.bind(r), cwd: r.cwd, isHostname }, d, key),
   };
 }
 
@@ -209,6 +220,8 @@ export function describeListener(l: ListenerConfig): string[] {
     kv("require_auth", l.requireAuth),
     kv("senders", l.senders),
     kv("destination", l.destination),
+    kv("dmarc", l.dmarc),
+    kv("spf_fail", l.spfFail),
   ];
   const limits = Object.fromEntries(
     LIMIT_KEYS.filter(([, name]) => l.limits[name] !== undefined).map((

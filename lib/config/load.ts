@@ -15,6 +15,7 @@ import { DEFAULT_CONFIG_TOML } from "./default.ts";
 import { describeListener, readListenerLimits, readListeners } from "./listeners.ts";
 import type { Config, HostPort, LimitsConfig, LogConfig } from "./types.ts";
 import { describeRouting, readDelivery, readRoutes } from "../route/config.ts";
+import { describeMailauth, readDkim, readMailauth } from "../mailauth/config.ts";
 
 /** sysexits.h EX_CONFIG: the exit status for a configuration error. */
 export const EX_CONFIG = 78;
@@ -77,6 +78,8 @@ const KEYS: Record<string, readonly string[]> = {
     "delivery",
     "route",
     "sendmail",
+    "dkim",
+    "mailauth",
   ],
   listener: [
     "address",
@@ -92,6 +95,8 @@ const KEYS: Record<string, readonly string[]> = {
     "senders",
     "destination",
     "limits",
+    "dmarc",
+    "spf_fail",
   ],
   auth: ["credentials", "trusted_users", "max_failures", "failure_window"],
   limits: [
@@ -394,9 +399,12 @@ function build(r: Reader, raw: Table, source: string): Config {
     isHostname,
     inline,
   };
+  const authCtx = { fail: r.fail.bind(r), cwd: r.cwd, isHostname };
   const config: Config = {
     delivery: readDelivery(routeCtx, raw.delivery),
     routes: readRoutes(routeCtx, raw.route),
+    dkim: readDkim(authCtx, raw.dkim),
+    mailauth: readMailauth(authCtx, raw.mailauth),
     source,
     hostname,
     spoolDir: r.path(raw, "spool_dir", "spool_dir"),
@@ -559,5 +567,6 @@ export function describeConfig(c: Config): string {
     ["untrusted_sender", c.sendmail.untrustedSender],
   ]);
   lines.push(...describeRouting({ inline, formatHostPort }, c.delivery, c.routes));
+  lines.push(...describeMailauth(inline, c.mailauth, c.dkim));
   return lines.join("\n") + "\n";
 }

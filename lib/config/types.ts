@@ -6,6 +6,12 @@
  */
 import type { DeliveryConfig, RouteConfig } from "../route/types.ts";
 import type { SocketOwner } from "./owner.ts";
+import type {
+  DkimKeyConfig,
+  DmarcPolicy,
+  MailauthConfig,
+  SpfFailPolicy,
+} from "../mailauth/config.ts";
 
 /** A host and port, e.g. a listener address or a relayhost. */
 export interface HostPort {
@@ -47,6 +53,10 @@ export interface ListenerConfig {
   destination: string;
   /** Overrides of [limits] for this listener. */
   limits: Partial<LimitsConfig>;
+  /** Inbound DMARC policy for unauthenticated mail (docs/authentication.md). */
+  dmarc: DmarcPolicy;
+  /** What SPF "fail" does to unauthenticated mail. */
+  spfFail: SpfFailPolicy;
 }
 
 /** Authentication settings shared by the listeners. */
@@ -161,4 +171,8 @@ export interface Config {
   delivery: DeliveryConfig;
   /** Per-domain destinations ([[route]]), in file order. */
   routes: RouteConfig[];
+  /** DKIM signing keys ([[dkim]]), in file order. */
+  dkim: DkimKeyConfig[];
+  /** Inbound verification settings ([mailauth]). */
+  mailauth: MailauthConfig;
 }

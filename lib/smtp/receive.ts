@@ -8,6 +8,8 @@
  */
 import type { Config, ListenerConfig } from "../config/types.ts";
 import { logEvent, logWarn } from "../log/log.ts";
+import { authenticateMessage, type AuthRole, authRole } from "../mailauth/hook.ts";
+import { concatBytes } from "../sys/bytes.ts";
 import type { Envelope } from "../spool/records.ts";
 import type { Spool, SpoolWriter } from "../spool/spool.ts";
 import type { SessionState } from "./commands.ts";
@@ -47,17 +49,27 @@ export interface ReceiptOptions {
 export class Receipt {
   readonly #o: ReceiptOptions;
   readonly #writer: SpoolWriter;
-  readonly #headerLength: number;
+  #headerLength: number;
+  /** DKIM signing or inbound checks need the whole message: it is held here until finish(). */
+  readonly #auth:
+    | { role: Exclude<AuthRole, null>; received: Uint8Array; held: Uint8Array[] }
+    | null;
   #size = 0;
   #tooBig = false;
   #badLineEnd: "bare-cr" | "bare-lf" | null = null;
   #lastCR = false;
   #done = false;
 
-  private constructor(o: ReceiptOptions, writer: SpoolWriter, headerLength: number) {
+  private constructor(
+    o: ReceiptOptions,
+    writer: SpoolWriter,
+    received: Uint8Array,
+    role: AuthRole,
+  ) {
     this.#o = o;
     this.#writer = writer;
-    this.#headerLength = headerLength;
+    this.#headerLength = received.length;
+    this.#auth = role ? { role, received, held: [] } : null;
   }
 
   /** Opens the spool file and writes the Received header. */
@@ -76,13 +88,14 @@ export class Receipt {
       time: o.now,
     });
     const bytes = encoder.encode(header);
+    const role = authRole(o.cfg, authSubject(st));
     try {
-      await writer.write(bytes);
+      if (!role) await writer.write(bytes);
     } catch (e) {
       await writer.abort().catch(() => {});
       throw e;
     }
-    return new Receipt(o, writer, bytes.length);
+    return new Receipt(o, writer, bytes, role);
   }
 
   /** The queue id. */
@@ -95,7 +108,9 @@ export class Receipt {
     if (this.#o.checkLineEnds && !this.#badLineEnd) this.#scan(bytes);
     this.#size += bytes.length;
     if (this.#size > this.#o.maxSize) this.#tooBig = true;
-    if (!this.#tooBig && !this.#badLineEnd) await this.#writer.write(bytes);
+    if (this.#tooBig || this.#badLineEnd) return;
+    if (this.#auth) this.#auth.held.push(bytes.slice());
+    else await this.#writer.write(bytes);
   }
 
   /** RFC 5321 §2.3.8: CR and LF only as CRLF, across chunk boundaries too. */
@@ -132,6 +147,10 @@ export class Receipt {
       logWarn("reject", { id: this.id, client: o.client, reason: "size", size: this.#size });
       return each(reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size"));
     }
+    if (this.#auth) {
+      const refused = await this.#authenticate();
+      if (refused) return each(refused);
+    }
     const envelope: Envelope = {
       id: this.id,
       from: st.from ?? "",
@@ -165,12 +184,57 @@ export class Receipt {
     return st.recipients.map((r) => reply(250, "2.1.5", `<${r.address}> Ok: queued as ${this.id}`));
   }
 
+  /**
+   * The mail authentication hook (lib/mailauth/hook.ts): signs or verifies
+   * the held message, then writes header fields, Received and content to
+   * the spool. Returns the refusal, if any (the spool file is then dropped).
+   */
+  async #authenticate(): Promise<Reply | null> {
+    const a = this.#auth!;
+    const st = this.#o.state;
+    const out = await authenticateMessage(concatBytes(a.held), {
+      cfg: this.#o.cfg,
+      listener: this.#o.listener,
+      subject: authSubject(st),
+      role: a.role,
+      id: this.id,
+      client: this.#o.client,
+      now: this.#o.now,
+    });
+    a.held = [];
+    if (out.reject) {
+      await this.#writer.abort().catch(() => {});
+      logWarn("reject", {
+        id: this.id,
+        client: this.#o.client,
+        reason: [out.reject.text].flat().join(" "),
+      });
+      return out.reject;
+    }
+    const head = concatBytes([encoder.encode(out.prepend), a.received]);
+    this.#headerLength = head.length;
+    this.#size = out.message.length;
+    await this.#writer.write(head);
+    await this.#writer.write(out.message);
+    return null;
+  }
+
   /** Drops the partial message (connection lost, RSET during BDAT). */
   async abort(): Promise<void> {
     if (this.#done) return;
     this.#done = true;
     await this.#writer.abort().catch(() => {});
   }
+}
+
+/** What the mail authentication hook needs to know about the sender. */
+function authSubject(st: SessionState) {
+  return {
+    identity: st.identity,
+    clientAddress: st.clientAddress,
+    helo: st.helo ?? "",
+    from: st.from ?? "",
+  };
 }
 
 /** The envelope params: DSN and body parameters, the listener's destination, peer credentials. */
