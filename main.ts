@@ -20,6 +20,7 @@ import { VERSION } from "./lib/version.ts";
 import { workerMain } from "./lib/worker/child.ts";
 import { routeCommand } from "./lib/route/route_cli.ts";
 import { passwd } from "./lib/auth/passwd.ts";
+import { dkimCommand } from "./lib/mailauth/keygen.ts";
 
 const HELP = `skiff ${VERSION} — a small, durable mail transfer agent
 
@@ -37,6 +38,8 @@ Commands:
   route ADDR...  show where each address would be delivered, and why
   newaliases     compile the aliases file (delivery.aliases)
   passwd USER    print a credentials line for USER (password on stdin)
+  dkim keygen --domain D --selector S [--type rsa|ed25519] [--out FILE]
+                 make a DKIM key (mode 0600) and print the DNS record to publish
   version        print the version
   help           this text
 
@@ -129,6 +132,8 @@ async function main(argv: string[]): Promise<number> {
       });
     case "passwd":
       return await passwd(args);
+    case "dkim":
+      return await withConfig(parsed.path, (c) => dkimCommand(c, args));
     case "worker":
       return await workerMain();
     case "version":
