@@ -118,7 +118,10 @@ ${dkimToml(keys)}`,
 
       await t.step("mail from an unauthenticated client is not signed", async () => {
         const before = (await maildirFiles(`${dir}/mail/bob`)).length;
-        await send(server.port, { from: "alice@example.test", data: data.replace("sign-1", "n-2") });
+        await send(server.port, {
+          from: "alice@example.test",
+          data: data.replace("sign-1", "n-2"),
+        });
         const files = await waitFor(async () => {
           const f = await maildirFiles(`${dir}/mail/bob`);
           return f.length > before ? f : null;

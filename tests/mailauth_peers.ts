@@ -23,7 +23,9 @@ export const AUTH_PEERS = {
 
 /** A dnsmasq --txt-record argument; long values split into strings of 250 octets. */
 export function txt(name: string, value: string): string {
-  if (value.includes(",")) throw new Error(`dnsmasq cannot serve a TXT value with a comma: ${value}`);
+  if (value.includes(",")) {
+    throw new Error(`dnsmasq cannot serve a TXT value with a comma: ${value}`);
+  }
   return `--txt-record=${name},${(value.match(/.{1,250}/g) ?? [""]).join(",")}`;
 }
 

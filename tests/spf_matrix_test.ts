@@ -111,10 +111,12 @@ peerTest("spf matrix: pyspf agrees on pass, fail and softfail", [
   if (!canUnshare()) return console.error("pyspf cross-check needs root (unshare --net)");
   const dns = await startDnsmasq(RECORDS);
   try {
-    for (const [sender, want] of [["u@pass.spf.test", "pass"], ["u@fail.spf.test", "fail"], [
-      "u@soft.spf.test",
-      "softfail",
-    ]]) {
+    for (
+      const [sender, want] of [["u@pass.spf.test", "pass"], ["u@fail.spf.test", "fail"], [
+        "u@soft.spf.test",
+        "softfail",
+      ]]
+    ) {
       const ours = await spfOf(dns.port, { sender });
       const py = await inDnsNamespace(RECORDS, [
         "/usr/bin/python3",
