@@ -47,6 +47,8 @@ Deno.test("embedded default parses into the documented values", () => {
       senders: "own",
       destination: "router",
       limits: {},
+      dmarc: "enforce",
+      spfFail: "header",
     }, {
       address: { kind: "unix", path: "/srv/skiff/var/run/submit.sock" },
       mode: 0o666,
@@ -60,6 +62,8 @@ Deno.test("embedded default parses into the documented values", () => {
       senders: "own",
       destination: "router",
       limits: {},
+      dmarc: "enforce",
+      spfFail: "header",
     }].map((l, i) => i === 1 ? { ...l, auth: "peercred" } : l),
     auth: { credentials: "", trustedUsers: [], maxFailures: 5, failureWindow: 300 },
     limits: {
@@ -108,6 +112,14 @@ Deno.test("embedded default parses into the documented values", () => {
       localUsers: false,
     },
     routes: [],
+    dkim: [],
+    mailauth: {
+      authservId: "",
+      quarantine: "header",
+      dnsTimeout: 20,
+      maxLookups: 50,
+      minKeyBits: 1024,
+    },
     sendmail: { maildropDir: "/srv/skiff/var/maildrop", untrustedSender: "refuse" },
   });
 });
