@@ -52,7 +52,8 @@ export interface AuthOutcome {
 /** Context for {@link authenticateMessage}. */
 export interface AuthContext {
   cfg: Config;
-  listener: ListenerConfig;
+  /** The listener's policy keys (the maildrop pickup passes its own: senders "own"). */
+  listener: Pick<ListenerConfig, "senders" | "dmarc" | "spfFail">;
   subject: AuthSubject;
   role: Exclude<AuthRole, null>;
   /** Queue id and client, for the log. */
