@@ -39,7 +39,7 @@ peerTest("dmarc: pass/fail/none with aligned and unaligned identities", [
       // Signed by signWith's domain whatever the From says (a third party may sign too).
       const entry = { ...o.signWith, key: o.signWith.path };
       const { fields, bodyStart } = parseHeaderSection(asLatin1(message));
-      const sig = dkimSignature(fields, bodyHash(message.subarray(bodyStart)), {
+      const sig = await dkimSignature(fields, bodyHash(message.subarray(bodyStart)), {
         entry,
         key: await dkimKey(entry),
         time: Math.floor(Date.now() / 1000),

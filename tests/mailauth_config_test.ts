@@ -109,8 +109,8 @@ Deno.test("dkim keys: cached until forgotten (a reload), then read again", async
     forgetDkimKeys();
     const second = await dkimKey(entry);
     assert.notDeepEqual(
-      second.export({ format: "jwk" }),
-      first.export({ format: "jwk" }),
+      second.key.export({ format: "jwk" }),
+      first.key.export({ format: "jwk" }),
       "the rotated key is read after a reload",
     );
     await Deno.remove(entry.key);

@@ -13,11 +13,11 @@
  * dkimpy and opendkim.
  */
 import { Buffer } from "node:buffer";
-import { createHash, type KeyObject, sign } from "node:crypto";
+import { createHash, sign } from "node:crypto";
 import { RelaxedHash } from "mailauth/lib/dkim/body/relaxed.js";
 import type { DkimKeyConfig } from "./config.ts";
 import { asLatin1, fieldValue, type HeaderField, parseHeaderSection } from "./headers.ts";
-import { dkimKey } from "./keys.ts";
+import { type DkimKey, dkimKey } from "./keys.ts";
 
 /** Fields signed when present (mailauth's default list, which follows RFC 6376 §5.4.1). */
 const SIGNED = [
@@ -152,7 +152,7 @@ function fold(tags: [string, string][]): string {
 export interface SignOptions {
   /** The key's [[dkim]] entry and the key itself. */
   entry: DkimKeyConfig;
-  key: KeyObject;
+  key: DkimKey;
   /** Seconds since the epoch for t=. */
   time: number;
 }
@@ -165,11 +165,11 @@ export function bodyHash(body: Uint8Array): string {
 }
 
 /** One DKIM-Signature field (CRLF-terminated) for a message whose header is `fields`. */
-export function dkimSignature(
+export async function dkimSignature(
   fields: HeaderField[],
   bh: string,
   o: SignOptions,
-): string {
+): Promise<string> {
   const { names, picked } = pickFields(fields);
   const ed = o.entry.algorithm === "ed25519-sha256";
   const tags: [string, string][] = [
@@ -189,9 +189,9 @@ export function dkimSignature(
     relaxedHeader(unsigned);
   const data = Buffer.from(input, "latin1");
   // RFC 8463 §3: Ed25519 signs the SHA-256 hash of the input (PureEdDSA over the digest).
-  const b = ed
-    ? sign(null, createHash("sha256").update(data).digest(), o.key)
-    : sign("sha256", data, o.key);
+  const b = ed || !o.key.subtle
+    ? sign(ed ? null : "sha256", ed ? createHash("sha256").update(data).digest() : data, o.key.key)
+    : Buffer.from(await crypto.subtle.sign("RSASSA-PKCS1-v1_5", o.key.subtle, data));
   tags[tags.length - 1] = ["b", b.toString("base64")];
   return fold(tags) + "\r\n";
 }
@@ -226,7 +226,7 @@ export async function signMessage(
   let headers = "";
   for (const entry of entries) {
     const key = await dkimKey(entry);
-    headers += dkimSignature(fields, bh, { entry, key, time });
+    headers += await dkimSignature(fields, bh, { entry, key, time });
   }
   return { headers, domain: entries[0].domain, selectors: entries.map((e) => e.selector) };
 }
