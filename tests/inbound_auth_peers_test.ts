@@ -5,7 +5,9 @@
  * an incoming Authentication-Results claiming skiff's authserv-id is removed
  * while another host's is kept; and under dmarc = "enforce" a p=reject
  * failure is refused at the end of DATA with 550 5.7.1, p=quarantine gets
- * X-Skiff-Quarantine, and dmarc = "report" only records the result.
+ * X-Skiff-Quarantine, and dmarc = "report" only records the result. An ARC
+ * set made by dkimpy (arcsign) verifies (arc=pass), and fails once the body
+ * is changed.
  */
 import assert from "node:assert/strict";
 import { freePort, maildirFiles, RawClient, SkiffServer, waitFor } from "./harness.ts";
@@ -37,13 +39,15 @@ async function deliver(port: number, from: string, data: string): Promise<string
 
 peerTest(
   "inbound: dkimpy-signed mail passes, a changed body fails, forged A-R removed, DMARC enforced",
-  [AUTH_PEERS.dkimsign, AUTH_PEERS.dnsmasq],
+  [AUTH_PEERS.dkimsign, AUTH_PEERS.arcsign, AUTH_PEERS.dnsmasq],
   async (t) => {
     const dir = await Deno.makeTempDir({ prefix: "skiff-inbound-" });
     const key = await keygen(dir, { domain: "signed.test", selector: "py", type: "rsa" });
+    const arcKey = await keygen(dir, { domain: "fwd.test", selector: "arc", type: "rsa" });
     const dns = await startDnsmasq([
       "--local=/test/",
       keyRecord(key),
+      keyRecord(arcKey),
       txt("signed.test", "v=spf1 ip4:127.0.0.1 -all"),
       txt("_dmarc.signed.test", "v=DMARC1; p=reject"),
       txt("strict.test", "v=spf1 ip4:192.0.2.1 -all"),
@@ -116,6 +120,30 @@ nameserver = "127.0.0.1:${dns.port}"
           head,
           /dkim=(fail|neutral) \(body hash did not verify\) header\.i=@signed\.test/,
         );
+      });
+
+      await t.step("an ARC set sealed by dkimpy verifies; a changed body breaks it", async () => {
+        const hop = crlf(
+          "Authentication-Results: fwd.test; spf=pass smtp.mailfrom=a@list.test\n" +
+            "From: a@list.test\nTo: bob@localhost\nSubject: via a list\nMessage-ID: <arc-1@x>\n\n" +
+            "Forwarded.\n",
+        );
+        const sealed = await run(
+          ["/usr/bin/arcsign", "arc", "fwd.test", arcKey.path, "fwd.test"],
+          hop,
+        );
+        assert.match(sealed.out, /^ARC-Seal: i=1; cv=none;/);
+        assert.match(await deliver(server.port, "a@other.test", crlf(sealed.out)), /^250 /);
+        assert.match(
+          await stored("<arc-1@x>"),
+          /arc=pass \(i=1 spf=pass\)/,
+        );
+        const broken = crlf(sealed.out).replace("<arc-1@", "<arc-2@").replace(
+          "Forwarded.",
+          "Changed.",
+        );
+        assert.match(await deliver(server.port, "a@other.test", broken), /^250 /);
+        assert.match(await stored("<arc-2@x>"), /arc=fail/);
       });
 
       await t.step("enforce: DMARC p=reject failure is refused with 550 5.7.1", async () => {

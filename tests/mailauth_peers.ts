@@ -15,6 +15,7 @@ const NS_SCRIPT = new URL("./fixtures/dns_namespace.py", import.meta.url).pathna
 export const AUTH_PEERS = {
   dkimverify: { bin: "/usr/bin/dkimverify", pkg: "python3-dkim" },
   dkimsign: { bin: "/usr/bin/dkimsign", pkg: "python3-dkim" },
+  arcsign: { bin: "/usr/bin/arcsign", pkg: "python3-dkim" },
   opendkim: { bin: "/usr/sbin/opendkim-testmsg", pkg: "opendkim-tools" },
   pyspf: { bin: "/usr/lib/python3/dist-packages/spf.py", pkg: "python3-spf", data: true },
   unshare: { bin: "/usr/bin/unshare", pkg: "util-linux" },
