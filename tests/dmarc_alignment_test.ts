@@ -3,7 +3,10 @@
  * by dnsmasq: pass through aligned SPF, pass through aligned DKIM (signed by
  * skiff's own signer) with unaligned SPF, fail when SPF and DKIM pass only
  * for other domains, fail with nothing passing, and none for a From domain
- * without a DMARC record; the published policy is reported with each.
+ * without a DMARC record; the published policy is reported with each. And
+ * what over-signing From buys: a From added above the signed one breaks
+ * skiff's signature, so it cannot turn a passing message into one that
+ * shows another author.
  */
 import assert from "node:assert/strict";
 import { boundedResolver } from "../lib/mailauth/resolver.ts";
@@ -33,7 +36,9 @@ peerTest("dmarc: pass/fail/none with aligned and unaligned identities", [
     txt("nodmarc.test", "v=spf1 ip4:127.0.0.1 -all"),
     txt("elsewhere.test", "v=spf1 ip4:192.0.2.7 -all"),
   ]);
-  const check = async (o: { from: string; sender: string; signWith?: typeof own }) => {
+  const check = async (
+    o: { from: string; sender: string; signWith?: typeof own; addFrom?: string },
+  ) => {
     let message = enc.encode(`From: ${o.from}\r\nSubject: dmarc\r\n\r\nbody\r\n`);
     if (o.signWith) {
       // Signed by signWith's domain whatever the From says (a third party may sign too).
@@ -45,6 +50,9 @@ peerTest("dmarc: pass/fail/none with aligned and unaligned identities", [
         time: Math.floor(Date.now() / 1000),
       });
       message = enc.encode(sig + new TextDecoder().decode(message));
+    }
+    if (o.addFrom) {
+      message = enc.encode(`From: ${o.addFrom}\r\n${new TextDecoder().decode(message)}`);
     }
     const { resolve } = boundedResolver({
       nameserver: { host: "127.0.0.1", port: dns.port },
@@ -86,6 +94,15 @@ peerTest("dmarc: pass/fail/none with aligned and unaligned identities", [
       const v = await check({ from: "a@org.test", sender: "x@elsewhere.test" });
       assert.equal(v.spf, "fail");
       assert.equal(v.dmarc, "fail");
+    });
+    await t.step("a From added above the over-signed one breaks the signature", async () => {
+      const v = await check({
+        from: "a@org.test",
+        sender: "x@third.test",
+        signWith: own,
+        addFrom: "ceo@org.test",
+      });
+      assert.notDeepEqual(v.dkim, ["pass"], v.authResults);
     });
     await t.step("From domain without a DMARC record → none", async () => {
       const v = await check({ from: "a@nodmarc.test", sender: "x@nodmarc.test" });
