@@ -131,8 +131,9 @@ export async function verifyMessage(message: Uint8Array, o: VerifyOptions): Prom
     dkim: dkim.length ? dkim : ["none"],
     dmarc: res.dmarc ? String(res.dmarc.status?.result ?? "none") : "",
     dmarcPolicy: res.dmarc?.policy ? String(res.dmarc.policy) : "",
+    // From the message itself: only domain characters may reach a header or a reply.
     fromDomain: String(res.dmarc?.status?.header?.from ?? res.dkim?.headerFrom?.[0] ?? "")
-      .replace(/^.*@/, ""),
+      .replace(/^.*@/, "").replace(/[^A-Za-z0-9.-]/g, "").slice(0, 253),
     arc: String(res.arc?.status?.result ?? "none"),
     authResults,
     receivedSpf: res.spf?.header ? String(res.spf.header).replace(/\r?\n?$/, "\r\n") : "",
