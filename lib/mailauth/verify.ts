@@ -121,8 +121,12 @@ export async function verifyMessage(message: Uint8Array, o: VerifyOptions): Prom
   if (heloInfo) infos.push(heloInfo);
   if (res.arc?.info) infos.push(res.arc.info);
   if (res.dmarc?.info) infos.push(res.dmarc.info);
+  // Results quote parts of the message; none may break out of its line.
+  const lines = infos.map((i) =>
+    String(i).replace(/[\r\n]+[ \t]*/g, " ").replace(/[^\x20-\x7e\t]/g, "?")
+  );
   const authResults = `Authentication-Results: ${o.authservId};\r\n\t${
-    infos.length ? infos.join(";\r\n\t") : "none"
+    lines.length ? lines.join(";\r\n\t") : "none"
   }\r\n`;
   const dkim = (res.dkim?.results ?? []).map((r: Any) => String(r.status?.result ?? "none"));
   return {
