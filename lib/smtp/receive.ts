@@ -2,7 +2,10 @@
  * One message being received over DATA or BDAT: prepends the Received
  * header, streams content into a SpoolWriter while counting its size, and
  * at the end commits the envelope, answering only once the message is
- * durable (group commit batches the syncs of concurrent sessions). LMTP
+ * durable (group commit batches the syncs of concurrent sessions). A
+ * message to be DKIM-signed or checked (lib/mailauth/hook.ts) is held in
+ * memory instead (at most limits.message_size) until the end, since the
+ * headers it gets go above everything else. LMTP
  * gets one reply per accepted recipient (RFC 2033 §4.2), all alike, since
  * every recipient's fate is sealed by the same commit.
  */
@@ -214,8 +217,13 @@ export class Receipt {
     const head = concatBytes([encoder.encode(out.prepend), a.received]);
     this.#headerLength = head.length;
     this.#size = out.message.length;
-    await this.#writer.write(head);
-    await this.#writer.write(out.message);
+    try {
+      await this.#writer.write(head);
+      await this.#writer.write(out.message);
+    } catch (e) {
+      logWarn("spool error", { id: this.id, error: String(e) });
+      return reply(451, "4.3.0", "Error: queue file write error");
+    }
     return null;
   }
 
