@@ -22,6 +22,7 @@ import { privhelperMain } from "./lib/privsep/helper.ts";
 import { routeCommand } from "./lib/route/route_cli.ts";
 import { NO_USER_WARNING } from "./lib/privsep/plan.ts";
 import { passwd } from "./lib/auth/passwd.ts";
+import { dkimCommand } from "./lib/mailauth/keygen.ts";
 
 const HELP = `skiff ${VERSION} — a small, durable mail transfer agent
 
@@ -39,6 +40,8 @@ Commands:
   route ADDR...  show where each address would be delivered, and why
   newaliases     compile the aliases file (delivery.aliases)
   passwd USER    print a credentials line for USER (password on stdin)
+  dkim keygen --domain D --selector S [--type rsa|ed25519] [--out FILE]
+                 make a DKIM key (mode 0600) and print the DNS record to publish
   version        print the version
   help           this text
 
@@ -152,6 +155,8 @@ async function main(argv: string[]): Promise<number> {
       });
     case "passwd":
       return await passwd(args);
+    case "dkim":
+      return await withConfig(parsed.path, (c) => dkimCommand(c, args));
     case "worker":
       return await workerMain();
     case "privhelper":

@@ -170,7 +170,7 @@ peerTest(
       });
       assert.equal(sent.code, 0, sent.stderr + log.join(""));
       const files = await waitFor(
-        async () => {
+        () => {
           const f = listDir("/home/skinstb/Maildir/new");
           return f.length > 0 ? f : null;
         },
