@@ -107,7 +107,7 @@ Deno.test("embedded default parses into the documented values", () => {
       verifyRecipients: true,
       existingMaildirsOnly: false,
     },
-    log: { format: "text", level: "info" },
+    log: { format: "text", level: "info", file: "" },
     delivery: {
       delayWarning: 0,
       maxReceived: 50,

@@ -83,6 +83,7 @@ existing_maildirs_only = false
 [log]
 format = "text"
 level = "info"
+file = ""
 
 [milter]
 default_action = "tempfail"

@@ -130,7 +130,7 @@ const KEYS: Record<string, readonly string[]> = {
   ],
   relay: ["relayhost", "connect_timeout", "reply_timeout"],
   local: ["domains", "maildir_root", "verify_recipients", "existing_maildirs_only"],
-  log: ["format", "level"],
+  log: ["format", "level", "file"],
   sendmail: ["maildrop_dir", "untrusted_sender"],
   milter: ["default_action", "connect_timeout", "command_timeout", "content_timeout"],
 };
@@ -519,6 +519,9 @@ function build(r: Reader, raw: Table, source: string): Config {
         "warning",
         "error",
       ]),
+      file: r.string(log, "log.file", "file", '"" or a file path') === ""
+        ? ""
+        : r.path(log, "log.file", "file"),
     },
   };
   if (config.queue.retryMin > config.queue.retryMax) {
@@ -665,7 +668,7 @@ export function describeConfig(c: Config): string {
     ["verify_recipients", c.local.verifyRecipients],
     ["existing_maildirs_only", c.local.existingMaildirsOnly],
   ]);
-  section("log", [["format", c.log.format], ["level", c.log.level]]);
+  section("log", [["format", c.log.format], ["level", c.log.level], ["file", c.log.file]]);
   section("sendmail", [
     ["maildrop_dir", c.sendmail.maildropDir],
     ["untrusted_sender", c.sendmail.untrustedSender],

@@ -152,6 +152,8 @@ export interface LocalConfig {
 export interface LogConfig {
   format: "text" | "json";
   level: "debug" | "info" | "warning" | "error";
+  /** The manager's mail log file (appended; reopened on reload); "" = stderr (journald). */
+  file: string;
 }
 
 /** The sendmail shim and local submission. */
