@@ -95,8 +95,9 @@ async function targetsOf(
   ctx: NetContext,
   msg: OutgoingMessage,
 ): Promise<SmtpTarget[]> {
-  // RFC 8689 §5: REQUIRETLS needs a verified certificate on every hop (MX: see tlsPolicy).
-  const tls = msg.requireTls && d.kind !== "mx" ? "verify" : d.tls;
+  // RFC 8689 §5: REQUIRETLS needs a verified certificate on every hop (MX: DANE may stand
+  // in for it, see tlsPolicy, which gets the route's own mode).
+  const tls = msg.requireTls ? "verify" : d.tls;
   const base = {
     helo: ctx.helo,
     connectTimeoutMs: ctx.connectTimeoutMs,

@@ -1,0 +1,321 @@
+/**
+ * Outbound transport security against real peers on loopback: a receiving
+ * `skiff serve` with STARTTLS listeners on 127.0.0.2 (certificate for its
+ * MX names, signed by a test CA), 127.0.0.3 (a certificate for another
+ * name) and a plaintext-only listener on 127.0.0.4, all on one port;
+ * dnsmasq serving MX, A and TXT records (MTA-STS, TLS-RPT); a Deno HTTPS
+ * server publishing MTA-STS policies; a DNS stub setting the AD bit for
+ * DANE. A QueueManager in this process is the sender.
+ */
+import assert from "node:assert/strict";
+import { QueueManager } from "../lib/queue/manager.ts";
+import { Spool } from "../lib/spool/spool.ts";
+import { maildirFiles, RawClient, SkiffServer, waitFor } from "./harness.ts";
+import { PEERS, peerTest } from "./peers.ts";
+import { spoolMessage, startDnsmasq, testConfig } from "./delivery_peers.ts";
+import { dnsStub, makeCa, makeLeaf, policyServer, tlsaEeSpki } from "./tls_policy_peers.ts";
+import { parseStsPolicy, StsError } from "../lib/tlspolicy/mta_sts.ts";
+
+/** The receiver: good-cert MX on 127.0.0.2, wrong-cert MX on 127.0.0.3, plaintext on 127.0.0.4. */
+async function receiver(dir: string, domains: string[]) {
+  const port = await findPort();
+  const l = (ip: string, cert: string) =>
+    `[[listener]]\naddress = "${ip}:${port}"\n` +
+    (cert
+      ? `tls = "starttls"\ntls_cert = "${dir}/${cert}.pem"\ntls_key = "${dir}/${cert}.key"\n`
+      : "");
+  const server = await SkiffServer.start({
+    dir,
+    top: "relay_networks = []",
+    domains: ["localhost", ...domains],
+    toml: l("127.0.0.2", "good") + l("127.0.0.3", "wrong") + l("127.0.0.4", ""),
+  });
+  return { server, port };
+}
+
+/** A port free on 127.0.0.2-4 (the receiver binds it on all three). */
+async function findPort(): Promise<number> {
+  for (let i = 0; i < 20; i++) {
+    const l = Deno.listen({ hostname: "127.0.0.2", port: 0 });
+    const port = (l.addr as Deno.NetAddr).port;
+    l.close();
+    try {
+      for (const ip of ["127.0.0.3", "127.0.0.4"]) Deno.listen({ hostname: ip, port }).close();
+      return port;
+    } catch { /* taken: another */ }
+  }
+  throw new Error("No free port on 127.0.0.2-4");
+}
+
+const mail = async (rxDir: string, user: string) => {
+  const files = await maildirFiles(`${rxDir}/mail/${user}`).catch(() => []);
+  return await Promise.all(files.map((f) => Deno.readTextFile(f)));
+};
+
+const POLICY = (mode: string, mx: string[]) =>
+  `version: STSv1\r\nmode: ${mode}\r\n${mx.map((m) => `mx: ${m}\r\n`).join("")}max_age: 604800\r\n`;
+
+peerTest(
+  "MTA-STS enforce defers an MX with a wrong certificate or not in the policy, delivers to a listed verified MX; REQUIRETLS bounces on a plaintext hop; TLS-RPT reports written and sent",
+  [PEERS.openssl, PEERS.dnsmasq],
+  async () => {
+    const rxDir = await Deno.makeTempDir({ prefix: "skiff-tlspol-rx-" });
+    const dir = await Deno.makeTempDir({ prefix: "skiff-tlspol-tx-" });
+    await makeCa(rxDir);
+    await makeLeaf(rxDir, "good", ["mx.good.test", "mx.unlisted.test", "mx.req-ok.test"]);
+    await makeLeaf(rxDir, "wrong", ["other.example"]);
+    const stsNames = ["good", "badcert", "unlisted", "testing"].map((d) => `mta-sts.${d}.test`);
+    await makeLeaf(rxDir, "https", stsNames);
+    const domains = [
+      "good.test",
+      "badcert.test",
+      "unlisted.test",
+      "testing.test",
+      "req-plain.test",
+      "req-ok.test",
+    ];
+    const rx = await receiver(rxDir, domains);
+    const https = policyServer(
+      await Deno.readTextFile(`${rxDir}/https.pem`),
+      await Deno.readTextFile(`${rxDir}/https.key`),
+      {
+        "mta-sts.good.test": POLICY("enforce", ["*.good.test"]),
+        "mta-sts.badcert.test": POLICY("enforce", ["mx.badcert.test"]),
+        "mta-sts.unlisted.test": POLICY("enforce", ["mx.elsewhere.test"]),
+        "mta-sts.testing.test": POLICY("testing", ["mx.testing.test"]),
+      },
+    );
+    const dnsArgs = [
+      ["good", "127.0.0.2"],
+      ["badcert", "127.0.0.3"],
+      ["unlisted", "127.0.0.2"],
+      ["testing", "127.0.0.3"],
+      ["req-plain", "127.0.0.4"],
+      ["req-ok", "127.0.0.2"],
+    ].flatMap(([d, ip]) => [
+      `--mx-host=${d}.test,mx.${d}.test,10`,
+      `--host-record=mx.${d}.test,${ip}`,
+      `--host-record=mta-sts.${d}.test,127.0.0.1`,
+    ]);
+    for (const d of ["good", "badcert", "unlisted", "testing"]) {
+      dnsArgs.push(`--txt-record=_mta-sts.${d}.test,v=STSv1; id=20261202`);
+    }
+    dnsArgs.push("--txt-record=_smtp._tls.good.test,v=TLSRPTv1; rua=mailto:tlsrpt@good.test");
+    const dns = await startDnsmasq(dnsArgs);
+    let m: QueueManager | null = null;
+    try {
+      const cfg = testConfig(
+        dir,
+        `[relay]\nconnect_timeout = 5\nreply_timeout = 10\n[delivery]\nnameserver = "127.0.0.1:${dns.port}"\n` +
+          `dns_timeout = 5\nmta_sts_ca_file = "${rxDir}/ca.pem"\ntls_ca_file = "${rxDir}/ca.pem"\n` +
+          `tls_rpt = "send"\n`,
+      );
+      const spool = new Spool(cfg.spoolDir);
+      await spool.init();
+      const plain = await spoolMessage(spool, {
+        from: "alice@localhost",
+        to: [
+          "good@good.test",
+          "badcert@badcert.test",
+          "unlisted@unlisted.test",
+          "testing@testing.test",
+        ],
+      }, "Subject: mta-sts\r\n\r\nhello\r\n");
+      const req = await spoolMessage(spool, {
+        from: "alice@localhost",
+        to: ["plain@req-plain.test", "ok@req-ok.test"],
+        params: { REQUIRETLS: "yes" },
+      }, "Subject: requiretls\r\n\r\nsecret\r\n");
+      const net = { mxPort: rx.port, mtaStsPort: https.port };
+      m = new QueueManager({ config: cfg, spool, net });
+      await m.scan();
+      await m.idle();
+      await m.stop();
+      m = null;
+
+      const s1 = await spool.load(plain);
+      const by = Object.fromEntries(s1.recipients.map((r) => [r.address.split("@")[0], r]));
+      const show = JSON.stringify(s1.recipients, null, 1) + `\nreceiver:\n${rx.server.log}`;
+      // enforce + listed MX + verified certificate: delivered.
+      assert.equal(by.good.status, "delivered", show);
+      await waitFor(async () => (await mail(rxDir, "good"))[0], 15_000, "good's mail");
+      // enforce, listed MX, certificate for another name: deferred, nothing sent.
+      assert.equal(by.badcert.status, "deferred", show);
+      assert.equal(by.badcert.dsn, "4.7.5", show);
+      assert.match(by.badcert.text ?? "", /Server certificate not verified/, show);
+      // enforce, MX not in the policy: deferred with the reason, nothing sent.
+      assert.equal(by.unlisted.status, "deferred", show);
+      assert.match(
+        by.unlisted.text ?? "",
+        /mx\.unlisted\.test is not listed in the MTA-STS policy/,
+      );
+      // testing: reports only, so the wrong certificate still gets the mail.
+      assert.equal(by.testing.status, "delivered", show);
+      assert.deepEqual(await mail(rxDir, "badcert"), []);
+      assert.deepEqual(await mail(rxDir, "unlisted"), []);
+
+      // REQUIRETLS: the plaintext-only hop fails 5.7.30 (bounced), the verified one delivers.
+      // (the message is settled for every recipient, so it has left the spool)
+      await assert.rejects(() => spool.load(req));
+      assert.deepEqual(await mail(rxDir, "plain"), []);
+      const bounce = await waitFor(async () => (await mail(dir, "alice"))[0], 15_000, "bounce");
+      assert.match(bounce, /5\.7\.30/);
+      assert.match(bounce, /plain@req-plain\.test/);
+      assert.match(bounce, /REQUIRETLS: TLS is required, but was not offered/);
+      assert.doesNotMatch(bounce, /Final-Recipient: rfc822; ?ok@req-ok\.test/);
+      // The receiver took MAIL ... REQUIRETLS under TLS and kept it with the message.
+      await waitFor(async () => (await mail(rxDir, "ok"))[0], 15_000, "ok's mail");
+
+      // The policy cache survives a restart: with the HTTPS server gone, the
+      // unlisted MX is still refused.
+      const cache = JSON.parse(await Deno.readTextFile(`${cfg.spoolDir}/mta-sts-cache.json`));
+      assert.deepEqual(Object.keys(cache).sort(), [
+        "badcert.test",
+        "good.test",
+        "testing.test",
+        "unlisted.test",
+      ]);
+      await https.stop();
+      const again = await spoolMessage(spool, { from: "alice@localhost", to: ["x@unlisted.test"] });
+      // The next day: the reports of today are written (and mailed) when the manager starts.
+      const tomorrow = Date.now() + 86_400_000;
+      m = new QueueManager({ config: cfg, spool, net, now: () => tomorrow });
+      const reports = `${cfg.spoolDir}/tls-rpt`;
+      const day = new Date().toISOString().slice(0, 10);
+      const read = async (d: string) =>
+        JSON.parse(await Deno.readTextFile(`${reports}/${day}_${d}_skiff.test.json`));
+      const good = await waitFor(() => read("good.test").catch(() => null), 15_000, "report");
+      await m.scan();
+      await m.idle();
+      const s3 = await spool.load(again);
+      assert.equal(s3.recipients[0].status, "deferred");
+      assert.match(s3.recipients[0].text ?? "", /not listed in the MTA-STS policy/);
+
+      assert.equal(good.policies[0].policy["policy-type"], "sts");
+      assert.deepEqual(good.policies[0].policy["mx-host"], ["*.good.test"]);
+      assert.equal(good.policies[0].summary["total-successful-session-count"], 1);
+      const testing = await read("testing.test");
+      assert.equal(testing.policies[0].summary["total-failure-session-count"], 1);
+      assert.equal(
+        testing.policies[0]["failure-details"][0]["result-type"],
+        "certificate-host-mismatch",
+      );
+      const badcert = await read("badcert.test");
+      assert.equal(
+        badcert.policies[0]["failure-details"][0]["receiving-mx-hostname"],
+        "mx.badcert.test",
+      );
+      // tls_rpt = "send": good.test publishes a rua, so its report was mailed there.
+      const sent = await waitFor(
+        async () => (await mail(rxDir, "tlsrpt"))[0],
+        20_000,
+        "report mail",
+      );
+      assert.match(sent, /TLS-Report-Domain: good\.test/);
+      assert.match(sent, /report-type="tlsrpt"/);
+    } finally {
+      await m?.stop();
+      await https.stop().catch(() => {});
+      await dns.stop();
+      await rx.server.stop();
+      await rx.server.cleanup();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+);
+
+peerTest(
+  "DANE-EE: a matching TLSA record delivers despite a certificate for another name, a mismatch defers with the reason",
+  [PEERS.openssl],
+  async () => {
+    const rxDir = await Deno.makeTempDir({ prefix: "skiff-dane-rx-" });
+    const dir = await Deno.makeTempDir({ prefix: "skiff-dane-tx-" });
+    await makeCa(rxDir);
+    await makeLeaf(rxDir, "good", ["mx.good.test"]);
+    await makeLeaf(rxDir, "wrong", ["other.example"]);
+    const rx = await receiver(rxDir, ["dane-ok.test", "dane-bad.test"]);
+    const wrongTlsa = tlsaEeSpki(await Deno.readTextFile(`${rxDir}/wrong.pem`));
+    const dns = await dnsStub({
+      mx: { "dane-ok.test": "mx.dane-ok.test", "dane-bad.test": "mx.dane-bad.test" },
+      // dane-ok's MX presents the "wrong" certificate, which its TLSA record pins.
+      a: { "mx.dane-ok.test": "127.0.0.3", "mx.dane-bad.test": "127.0.0.2" },
+      tlsa: { "_25._tcp.mx.dane-ok.test": [wrongTlsa], "_25._tcp.mx.dane-bad.test": [wrongTlsa] },
+    });
+    let m: QueueManager | null = null;
+    try {
+      const cfg = testConfig(
+        dir,
+        `[relay]\nconnect_timeout = 5\nreply_timeout = 10\n[delivery]\nnameserver = "127.0.0.1:${dns.port}"\ndns_timeout = 5\n`,
+      );
+      const spool = new Spool(cfg.spoolDir);
+      await spool.init();
+      const id = await spoolMessage(spool, {
+        from: "alice@localhost",
+        to: ["ok@dane-ok.test", "bad@dane-bad.test"],
+      });
+      m = new QueueManager({ config: cfg, spool, net: { mxPort: rx.port } });
+      await m.scan();
+      await m.idle();
+      const s = await spool.load(id);
+      const show = JSON.stringify(s.recipients, null, 1);
+      assert.equal(s.recipients[0].status, "delivered", show);
+      assert.equal(s.recipients[1].status, "deferred", show);
+      assert.equal(s.recipients[1].dsn, "4.7.5", show);
+      assert.match(
+        s.recipients[1].text ?? "",
+        /DANE: no TLSA record matches the certificate/,
+        show,
+      );
+      await waitFor(async () => (await mail(rxDir, "ok"))[0], 15_000, "ok's mail");
+      assert.deepEqual(await mail(rxDir, "bad"), []);
+    } finally {
+      await m?.stop();
+      await dns.stop();
+      await rx.server.stop();
+      await rx.server.cleanup();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+);
+
+Deno.test("REQUIRETLS: offered only under TLS, refused (530 5.7.10) in a plaintext session", async () => {
+  const server = await SkiffServer.start({ top: "relay_networks = []" });
+  try {
+    const c = await RawClient.connect(server.port);
+    const say = async (line: string) => {
+      await c.line(line);
+      return (await c.reply())?.join("\n") ?? "";
+    };
+    await c.reply();
+    assert.doesNotMatch(await say("EHLO client.test"), /REQUIRETLS/);
+    assert.match(await say("MAIL FROM:<a@localhost> REQUIRETLS"), /^530 5\.7\.10 /);
+    assert.match(await say("MAIL FROM:<a@localhost> REQUIRETLS=1"), /^501 /);
+    c.close();
+  } finally {
+    await server.stop();
+    await server.cleanup();
+  }
+});
+
+Deno.test("MTA-STS policy parser: modes, mx patterns, max_age bound, strictness", () => {
+  const p = parseStsPolicy(
+    "version: STSv1\nmode: enforce\nmx: MX1.Example.org.\nmx: *.example.net\nmax_age: 604800\n",
+  );
+  assert.deepEqual([p.mode, p.mx, p.maxAge], [
+    "enforce",
+    ["mx1.example.org", "*.example.net"],
+    604800,
+  ]);
+  for (
+    const bad of [
+      "mode: enforce\nmx: a.b\nmax_age: 1\n", // no version
+      "version: STSv1\nmode: strict\nmx: a.b\nmax_age: 1\n",
+      "version: STSv1\nmode: enforce\nmax_age: 1\n", // no mx
+      "version: STSv1\nmode: enforce\nmx: a.b\nmax_age: 31557601\n",
+      "version: STSv1\nmode: enforce\nmx: a.*.b\nmax_age: 1\n",
+      "version: STSv1\nmode: enforce\nmx a.b\nmax_age: 1\n",
+    ]
+  ) {
+    assert.throws(() => parseStsPolicy(bad), StsError, bad);
+  }
+});
