@@ -18,7 +18,7 @@ import { parseStsPolicy, StsError } from "../lib/tlspolicy/mta_sts.ts";
 
 /** The receiver: good-cert MX on 127.0.0.2, wrong-cert MX on 127.0.0.3, plaintext on 127.0.0.4. */
 async function receiver(dir: string, domains: string[]) {
-  const port = await findPort();
+  const port = findPort();
   const l = (ip: string, cert: string) =>
     `[[listener]]\naddress = "${ip}:${port}"\n` +
     (cert
@@ -34,7 +34,7 @@ async function receiver(dir: string, domains: string[]) {
 }
 
 /** A port free on 127.0.0.2-4 (the receiver binds it on all three). */
-async function findPort(): Promise<number> {
+function findPort(): number {
   for (let i = 0; i < 20; i++) {
     const l = Deno.listen({ hostname: "127.0.0.2", port: 0 });
     const port = (l.addr as Deno.NetAddr).port;
