@@ -15,6 +15,8 @@ import { PEERS, peerTest } from "./peers.ts";
 import { spoolMessage, startDnsmasq, testConfig } from "./delivery_peers.ts";
 import { dnsStub, makeCa, makeLeaf, policyServer, tlsaEeSpki } from "./tls_policy_peers.ts";
 import { parseStsPolicy, StsError } from "../lib/tlspolicy/mta_sts.ts";
+import { TlsPolicy } from "../lib/tlspolicy/policy.ts";
+import { describeConfig, parseConfig } from "../lib/config/load.ts";
 
 /** The receiver: good-cert MX on 127.0.0.2, wrong-cert MX on 127.0.0.3, plaintext on 127.0.0.4. */
 async function receiver(dir: string, domains: string[]) {
@@ -168,6 +170,25 @@ peerTest(
 
       // The policy cache survives a restart: with the HTTPS server gone, the
       // unlisted MX is still refused.
+      // `skiff route`'s explanation: the policy per MX host and its source.
+      const explainer = new TlsPolicy({
+        config: { ...cfg.delivery.tlsPolicy, tlsRpt: "off" },
+        resolver: { nameserver: cfg.delivery.nameserver, timeoutMs: 5000 },
+        spoolDir: cfg.spoolDir,
+        hostname: cfg.hostname,
+      });
+      assert.deepEqual(await explainer.explain("good.test", "may", ["mx.good.test"]), [
+        "  tls mx.good.test: verify (mta-sts enforce (id 20261202))",
+      ]);
+      assert.match(
+        (await explainer.explain("unlisted.test", "may", ["mx.unlisted.test"]))[0],
+        /^  tls mx\.unlisted\.test: refused \(mta-sts enforce .*\): MX host mx\.unlisted\.test is not listed/,
+      );
+      // An explicit route tls = "none" overrides (and is said to).
+      assert.match(
+        (await explainer.explain("good.test", "none", ["mx.good.test"]))[0],
+        /: none \(route tls = none \(operator override\)\)/,
+      );
       const cache = JSON.parse(await Deno.readTextFile(`${cfg.spoolDir}/mta-sts-cache.json`));
       assert.deepEqual(Object.keys(cache).sort(), [
         "badcert.test",
@@ -318,4 +339,17 @@ Deno.test("MTA-STS policy parser: modes, mx patterns, max_age bound, strictness"
   ) {
     assert.throws(() => parseStsPolicy(bad), StsError, bad);
   }
+});
+
+Deno.test("check-config says DANE is off without a configured nameserver; tls policy keys are checked", () => {
+  const off = describeConfig(parseConfig(`[delivery]\ndane = "on"\n`, "t.toml"));
+  assert.match(off, /DANE is off: it needs delivery.nameserver/);
+  const on = describeConfig(parseConfig(`[delivery]\nnameserver = "127.0.0.1:53"\n`, "t.toml"));
+  assert.doesNotMatch(on, /DANE is off/);
+  assert.match(on, /mta_sts = "on"/);
+  assert.throws(
+    () => parseConfig(`[delivery]\nmta_sts = "yes"\n`, "t.toml"),
+    /delivery\.mta_sts/,
+  );
+  assert.throws(() => parseConfig(`[delivery]\ntls_rpt = "mail"\n`, "t.toml"), /delivery\.tls_rpt/);
 });

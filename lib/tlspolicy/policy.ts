@@ -209,11 +209,11 @@ export class TlsPolicy {
         };
       } else if (p?.mode === "testing") {
         pol = { tls: stricter(routeTls, "may"), source: `mta-sts testing (id ${sts!.id})` };
-      } else pol = { tls: routeTls, source: "route" };
+      } else pol = { tls: routeTls, source: "delivery.tls or route tls" };
       if (req && d.kind !== "usable") {
         pol = { ...pol, tls: "verify", source: `${pol.source}, requiretls` };
       }
-      if (relax && pol.source !== "route") pol.source += ", TLS-Required: No";
+      if (relax && pol.source !== "delivery.tls or route tls") pol.source += ", TLS-Required: No";
       out.set(h, { ...pol, dane: d });
     }
     return { hosts: out, sts };
