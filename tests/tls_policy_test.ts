@@ -163,6 +163,9 @@ peerTest(
       const bounce = await waitFor(async () => (await mail(dir, "alice"))[0], 15_000, "bounce");
       assert.match(bounce, /5\.7\.30/);
       assert.match(bounce, /plain@req-plain\.test/);
+      // Only the header of a REQUIRETLS message comes back: the bounce may go out in clear.
+      assert.match(bounce, /Subject: requiretls/);
+      assert.doesNotMatch(bounce, /secret/);
       assert.match(bounce, /REQUIRETLS: TLS is required, but was not offered/);
       assert.doesNotMatch(bounce, /Final-Recipient: rfc822; ?ok@req-ok\.test/);
       // The receiver took MAIL ... REQUIRETLS under TLS and kept it with the message.
