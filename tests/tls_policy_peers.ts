@@ -68,6 +68,17 @@ export function tlsaEeSpki(pem: string): Tlsa {
   };
 }
 
+/** TLSA 2 0 1 (DANE-TA, full certificate, SHA-256) of a PEM CA certificate. */
+export function tlsaTaCert(pem: string): Tlsa {
+  const der = new Uint8Array(new X509Certificate(pem).raw);
+  return {
+    usage: 2,
+    selector: 0,
+    mtype: 1,
+    data: new Uint8Array(createHash("sha256").update(der).digest()),
+  };
+}
+
 /** An HTTPS server answering /.well-known/mta-sts.txt per Host header. */
 export function policyServer(
   cert: string,

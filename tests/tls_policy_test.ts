@@ -13,13 +13,28 @@ import { Spool } from "../lib/spool/spool.ts";
 import { maildirFiles, RawClient, SkiffServer, waitFor } from "./harness.ts";
 import { PEERS, peerTest } from "./peers.ts";
 import { spoolMessage, startDnsmasq, testConfig } from "./delivery_peers.ts";
-import { dnsStub, makeCa, makeLeaf, policyServer, tlsaEeSpki } from "./tls_policy_peers.ts";
+import {
+  dnsStub,
+  makeCa,
+  makeLeaf,
+  policyServer,
+  tlsaEeSpki,
+  tlsaTaCert,
+} from "./tls_policy_peers.ts";
 import { parseStsPolicy, StsError } from "../lib/tlspolicy/mta_sts.ts";
 import { TlsPolicy } from "../lib/tlspolicy/policy.ts";
 import { describeConfig, parseConfig } from "../lib/config/load.ts";
 
-/** The receiver: good-cert MX on 127.0.0.2, wrong-cert MX on 127.0.0.3, plaintext on 127.0.0.4. */
+/**
+ * The receiver: good-cert MX on 127.0.0.2, wrong-cert MX on 127.0.0.3, plaintext on 127.0.0.4,
+ * and the good certificate with its CA (a chain, for DANE-TA) on 127.0.0.5.
+ */
 async function receiver(dir: string, domains: string[]) {
+  await Deno.writeTextFile(
+    `${dir}/chain.pem`,
+    (await Deno.readTextFile(`${dir}/good.pem`)) + (await Deno.readTextFile(`${dir}/ca.pem`)),
+  );
+  await Deno.copyFile(`${dir}/good.key`, `${dir}/chain.key`);
   const port = findPort();
   const l = (ip: string, cert: string) =>
     `[[listener]]\naddress = "${ip}:${port}"\n` +
@@ -30,23 +45,26 @@ async function receiver(dir: string, domains: string[]) {
     dir,
     top: "relay_networks = []",
     domains: ["localhost", ...domains],
-    toml: l("127.0.0.2", "good") + l("127.0.0.3", "wrong") + l("127.0.0.4", ""),
+    toml: l("127.0.0.2", "good") + l("127.0.0.3", "wrong") + l("127.0.0.4", "") +
+      l("127.0.0.5", "chain"),
   });
   return { server, port };
 }
 
-/** A port free on 127.0.0.2-4 (the receiver binds it on all three). */
+/** A port free on 127.0.0.2-5 (the receiver binds it on all four). */
 function findPort(): number {
   for (let i = 0; i < 20; i++) {
     const l = Deno.listen({ hostname: "127.0.0.2", port: 0 });
     const port = (l.addr as Deno.NetAddr).port;
     l.close();
     try {
-      for (const ip of ["127.0.0.3", "127.0.0.4"]) Deno.listen({ hostname: ip, port }).close();
+      for (const ip of ["127.0.0.3", "127.0.0.4", "127.0.0.5"]) {
+        Deno.listen({ hostname: ip, port }).close();
+      }
       return port;
     } catch { /* taken: another */ }
   }
-  throw new Error("No free port on 127.0.0.2-4");
+  throw new Error("No free port on 127.0.0.2-5");
 }
 
 const mail = async (rxDir: string, user: string) => {
@@ -249,7 +267,7 @@ peerTest(
 );
 
 peerTest(
-  "DANE-EE: a matching TLSA record delivers despite a certificate for another name, a mismatch defers with the reason",
+  "DANE-EE: a matching TLSA record delivers despite a certificate for another name, a mismatch defers with the reason; DANE-TA checks chain and name; TLS-Required: No relaxes DANE",
   [PEERS.openssl],
   async () => {
     const rxDir = await Deno.makeTempDir({ prefix: "skiff-dane-rx-" });
@@ -257,13 +275,30 @@ peerTest(
     await makeCa(rxDir);
     await makeLeaf(rxDir, "good", ["mx.good.test"]);
     await makeLeaf(rxDir, "wrong", ["other.example"]);
-    const rx = await receiver(rxDir, ["dane-ok.test", "dane-bad.test"]);
+    const domains = ["dane-ok.test", "dane-bad.test", "dane-ta.test", "dane-ta-bad.test"];
+    const rx = await receiver(rxDir, domains);
     const wrongTlsa = tlsaEeSpki(await Deno.readTextFile(`${rxDir}/wrong.pem`));
+    const caTlsa = tlsaTaCert(await Deno.readTextFile(`${rxDir}/ca.pem`));
     const dns = await dnsStub({
-      mx: { "dane-ok.test": "mx.dane-ok.test", "dane-bad.test": "mx.dane-bad.test" },
+      mx: {
+        "dane-ok.test": "mx.dane-ok.test",
+        "dane-bad.test": "mx.dane-bad.test",
+        "dane-ta.test": "mx.good.test",
+        "dane-ta-bad.test": "mx.ta-wrong.test",
+      },
       // dane-ok's MX presents the "wrong" certificate, which its TLSA record pins.
-      a: { "mx.dane-ok.test": "127.0.0.3", "mx.dane-bad.test": "127.0.0.2" },
-      tlsa: { "_25._tcp.mx.dane-ok.test": [wrongTlsa], "_25._tcp.mx.dane-bad.test": [wrongTlsa] },
+      a: {
+        "mx.dane-ok.test": "127.0.0.3",
+        "mx.dane-bad.test": "127.0.0.2",
+        "mx.good.test": "127.0.0.5",
+        "mx.ta-wrong.test": "127.0.0.5",
+      },
+      tlsa: {
+        "_25._tcp.mx.dane-ok.test": [wrongTlsa],
+        "_25._tcp.mx.dane-bad.test": [wrongTlsa],
+        "_25._tcp.mx.good.test": [caTlsa],
+        "_25._tcp.mx.ta-wrong.test": [caTlsa],
+      },
     });
     let m: QueueManager | null = null;
     try {
@@ -275,23 +310,38 @@ peerTest(
       await spool.init();
       const id = await spoolMessage(spool, {
         from: "alice@localhost",
-        to: ["ok@dane-ok.test", "bad@dane-bad.test"],
+        to: ["ok@dane-ok.test", "bad@dane-bad.test", "ta@dane-ta.test", "tabad@dane-ta-bad.test"],
       });
+      const optional = await spoolMessage(spool, {
+        from: "alice@localhost",
+        to: ["optional@dane-bad.test"],
+      }, "Subject: broken DANE\r\nTLS-Required: No\r\n\r\nyour TLSA record is wrong\r\n");
       m = new QueueManager({ config: cfg, spool, net: { mxPort: rx.port } });
       await m.scan();
       await m.idle();
       const s = await spool.load(id);
+      const by = Object.fromEntries(s.recipients.map((r) => [r.address.split("@")[0], r]));
       const show = JSON.stringify(s.recipients, null, 1);
-      assert.equal(s.recipients[0].status, "delivered", show);
-      assert.equal(s.recipients[1].status, "deferred", show);
-      assert.equal(s.recipients[1].dsn, "4.7.5", show);
+      assert.equal(by.ok.status, "delivered", show);
+      assert.equal(by.bad.status, "deferred", show);
+      assert.equal(by.bad.dsn, "4.7.5", show);
+      assert.match(by.bad.text ?? "", /DANE: no TLSA record matches the certificate/, show);
+      // DANE-TA: the chain up to the pinned CA and the MX name match.
+      assert.equal(by.ta.status, "delivered", show);
+      // DANE-TA with a certificate naming neither the MX host nor the domain.
+      assert.equal(by.tabad.status, "deferred", show);
       assert.match(
-        s.recipients[1].text ?? "",
-        /DANE: no TLSA record matches the certificate/,
+        by.tabad.text ?? "",
+        /DANE: the certificate names none of mx\.ta-wrong\.test/,
         show,
       );
       await waitFor(async () => (await mail(rxDir, "ok"))[0], 15_000, "ok's mail");
+      await waitFor(async () => (await mail(rxDir, "ta"))[0], 15_000, "ta's mail");
       assert.deepEqual(await mail(rxDir, "bad"), []);
+      assert.deepEqual(await mail(rxDir, "tabad"), []);
+      // TLS-Required: No (RFC 8689 §4.2.2): the same broken DANE MX gets this one.
+      await waitFor(async () => (await mail(rxDir, "optional"))[0], 15_000, "optional's mail");
+      await assert.rejects(() => spool.load(optional));
     } finally {
       await m?.stop();
       await dns.stop();
