@@ -14,10 +14,23 @@ export function ruaMailto(txt: string[]): string[] {
   const rec = txt.filter((t) => /^v=TLSRPTv1\s*;/.test(t));
   if (rec.length !== 1) return [];
   const rua = /(?:^|;)\s*rua=([^;]*)/.exec(rec[0])?.[1] ?? "";
-  return rua.split(",").map((u) => u.trim())
-    .filter((u) => /^mailto:[^\s<>@,;]+@[A-Za-z0-9.-]+$/i.test(u))
-    .map((u) => decodeURIComponent(u.slice(7).split("!")[0])) // "!size" suffix (RFC 6591 style)
-    .slice(0, 5);
+  const out: string[] = [];
+  for (const u of rua.split(",").map((x) => x.trim())) {
+    if (!/^mailto:/i.test(u)) continue;
+    let address: string;
+    try {
+      address = decodeURIComponent(u.slice(7).split("!")[0]); // "!size" suffix (RFC 7489 style)
+    } catch {
+      continue; // a bad %-escape
+    }
+    // Checked after decoding: nothing that could leave the envelope's <...> gets through.
+    if (
+      /^[\x21-\x7e]{1,64}@[A-Za-z0-9.-]{1,253}$/.test(address) && !/[<>,;@](?=.*@)/.test(address)
+    ) {
+      out.push(address);
+    }
+  }
+  return out.slice(0, 5);
 }
 
 /** What sending needs. */
