@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { QueueManager } from "../lib/queue/manager.ts";
 import { Spool } from "../lib/spool/spool.ts";
-import { maildirFiles, RawClient, SkiffServer, waitFor } from "./harness.ts";
+import { maildirFiles, RawClient, runSkiff, SkiffServer, waitFor } from "./harness.ts";
 import { PEERS, peerTest } from "./peers.ts";
 import { spoolMessage, startDnsmasq, testConfig } from "./delivery_peers.ts";
 import {
@@ -342,6 +342,16 @@ peerTest(
       // TLS-Required: No (RFC 8689 §4.2.2): the same broken DANE MX gets this one.
       await waitFor(async () => (await mail(rxDir, "optional"))[0], 15_000, "optional's mail");
       await assert.rejects(() => spool.load(optional));
+
+      // `skiff route` names the policy and its source per MX host.
+      await Deno.writeTextFile(
+        `${dir}/skiff.toml`,
+        `spool_dir = "${dir}/spool"\n[delivery]\nnameserver = "127.0.0.1:${dns.port}"\ndns_timeout = 5\n`,
+      );
+      const out = await runSkiff(["--config", `${dir}/skiff.toml`, "route", "x@dane-ok.test"]);
+      assert.equal(out.code, 0, out.stderr);
+      assert.match(out.stdout, /mx 10 mx\.dane-ok\.test 127\.0\.0\.3/, out.stdout);
+      assert.match(out.stdout, /tls mx\.dane-ok\.test: require \(dane\)/, out.stdout);
     } finally {
       await m?.stop();
       await dns.stop();
