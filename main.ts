@@ -18,7 +18,9 @@ import type { Config } from "./lib/config/types.ts";
 import { ensureSigusr1Blocked } from "./lib/sys/sigusr1.ts";
 import { VERSION } from "./lib/version.ts";
 import { workerMain } from "./lib/worker/child.ts";
+import { privhelperMain } from "./lib/privsep/helper.ts";
 import { routeCommand } from "./lib/route/route_cli.ts";
+import { NO_USER_WARNING } from "./lib/privsep/plan.ts";
 import { passwd } from "./lib/auth/passwd.ts";
 
 const HELP = `skiff ${VERSION} — a small, durable mail transfer agent
@@ -82,7 +84,7 @@ async function withConfig(path: string | undefined, fn: (c: Config) => Promise<n
 const LINK_NAMES = new Set(["sendmail", "mailq", "newaliases"]);
 
 /** Commands that may run long enough for a SIGUSR1 to open an inspector. */
-const GUARDED = new Set(["serve", "worker", "flush", "sendmail", "queue"]);
+const GUARDED = new Set(["serve", "worker", "privhelper", "flush", "sendmail", "queue"]);
 
 async function main(argv: string[]): Promise<number> {
   let parsed;
@@ -127,6 +129,7 @@ async function main(argv: string[]): Promise<number> {
       return await withConfig(parsed.path, (c) => newaliasesCommand(c, args));
     case "check-config":
       return await withConfig(parsed.path, (c) => {
+        if (!c.user) console.error(`skiff: warning: ${NO_USER_WARNING}`);
         console.log(describeConfig(c));
         return Promise.resolve(0);
       });
@@ -134,6 +137,9 @@ async function main(argv: string[]): Promise<number> {
       return await passwd(args);
     case "worker":
       return await workerMain();
+    case "privhelper":
+      // Hidden: started by `skiff serve` only (lib/privsep/helper.ts).
+      return await withConfig(parsed.path, privhelperMain);
     case "version":
     case "--version":
       console.log(`skiff ${VERSION}`);

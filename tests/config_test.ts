@@ -32,6 +32,7 @@ Deno.test("embedded default parses into the documented values", () => {
   assert.deepEqual(c, {
     source: "(embedded default)",
     hostname: "localhost",
+    user: null,
     spoolDir: "/srv/skiff/var/spool",
     relayNetworks: ["127.0.0.0/8", "::1/128"],
     listeners: [{
@@ -47,6 +48,7 @@ Deno.test("embedded default parses into the documented values", () => {
       senders: "own",
       destination: "router",
       limits: {},
+      milters: [],
     }, {
       address: { kind: "unix", path: "/srv/skiff/var/run/submit.sock" },
       mode: 0o666,
@@ -60,6 +62,7 @@ Deno.test("embedded default parses into the documented values", () => {
       senders: "own",
       destination: "router",
       limits: {},
+      milters: [],
     }].map((l, i) => i === 1 ? { ...l, auth: "peercred" } : l),
     auth: {
       credentials: "",
@@ -120,9 +123,17 @@ Deno.test("embedded default parses into the documented values", () => {
       localMailbox: "maildir",
       mboxDir: "/srv/skiff/var/mail",
       localUsers: false,
+      defaultPrivs: "nobody",
     },
     routes: [],
+    http: { address: null, allowRemote: false, token: "", tokenFile: "" },
     sendmail: { maildropDir: "/srv/skiff/var/maildrop", untrustedSender: "refuse" },
+    milter: {
+      defaultAction: "tempfail",
+      connectTimeout: 30,
+      commandTimeout: 30,
+      contentTimeout: 300,
+    },
   });
 });
 

@@ -47,7 +47,7 @@ if local.startswith("bad"):
     print("no such mailbox: " + local, file=sys.stderr)
     sys.exit(1)
 name = "".join(ch if ch.isalnum() else "_" for ch in local)
-keys = ["SENDER", "RECIPIENT", "USER", "DOMAIN", "HOME"]
+keys = ["SENDER", "RECIPIENT", "USER", "DOMAIN", "HOME", "LOGNAME", "LOCAL"]
 rec = {"argv": sys.argv[1:], "uid": os.getuid(), "gid": os.getgid(),
        "env": {k: os.environ.get(k) for k in keys}}
 with open(os.path.join(out, name + ".msg"), "wb") as f:
@@ -122,8 +122,10 @@ Deno.test({
         SENDER: "alice@localhost",
         RECIPIENT: "ok@pipe.test",
         USER: "ok",
+        LOGNAME: "ok",
+        LOCAL: "ok",
         DOMAIN: "pipe.test",
-        HOME: null,
+        HOME: ROOT ? "/nonexistent" : (Deno.env.get("HOME") ?? "/"),
       });
       if (ROOT) {
         assert.equal(rec.uid, 65534, "run as nobody");

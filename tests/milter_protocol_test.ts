@@ -17,7 +17,7 @@ import {
   strings,
 } from "../lib/milter/protocol.ts";
 import { applyChanges, splitMessage } from "../lib/milter/apply.ts";
-import { parseMilterAddress } from "../lib/milter/client.ts";
+import { parseMilterAddress } from "../lib/config/milter_address.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);

@@ -13,6 +13,7 @@ import { parseConfig } from "../lib/config/load.ts";
 import { startSmtpListener } from "../lib/listen/smtp_listener.ts";
 import { Spool } from "../lib/spool/spool.ts";
 import { setupLogging } from "../lib/log/log.ts";
+import { runs } from "./fuzz_arbitraries.ts";
 
 const enc = new TextEncoder();
 
@@ -149,7 +150,7 @@ level = "error"`.replace("127.0.0.1:0", "127.0.0.1:1"),
             }
           },
         ),
-        { numRuns: Number(Deno.env.get("FUZZ_RUNS") ?? 120) },
+        { numRuns: runs(120) },
       );
       // Still serving after all that.
       const ok = await play(port, [enc.encode("EHLO x\r\n")]);

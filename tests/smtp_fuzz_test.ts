@@ -1,14 +1,24 @@
 /**
  * Property tests for the SMTP reader and parsers: message bodies survive
- * dot-stuffing and any chunking, no input makes them throw, and nothing a
- * client sends can put CR, LF or another control character into a command
- * line, an address or a parameter.
+ * dot-stuffing and any chunking, BDAT chunks come back byte for byte, no
+ * input makes the command, address, ESMTP parameter or xtext parsers throw,
+ * xtext round-trips, and nothing a client sends can put CR, LF or another
+ * control character into a command line, an address or a parameter. Counts
+ * are for CI; FUZZ_RUNS scales them (`deno task fuzz`, docs/reliability.md).
  */
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type DataEvent, type LineEvent, SmtpInput } from "../lib/smtp/input.ts";
 import { parseCommand, parseMailbox, parseMailFrom, parseRcptTo } from "../lib/smtp/command.ts";
+import {
+  decodeXtext,
+  decodeXtextChecked,
+  encodeXtext,
+  mailParams,
+  rcptParams,
+} from "../lib/smtp/params.ts";
+import { arbHostile, arbMailbox, arbXtextText, hostilePiece, runs } from "./fuzz_arbitraries.ts";
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -100,7 +110,7 @@ Deno.test("fuzz: dot-stuffed bodies come back exactly, however chunked", () => {
       const events = drive(chunk(wire, cuts), 512);
       assert.deepEqual(events, ["L:DATA", `D:${Array.from(body).join(",")}`, "END", "L:QUIT"]);
     }),
-    { numRuns: 1000 },
+    { numRuns: runs(1000) },
   );
 });
 
@@ -120,7 +130,7 @@ Deno.test("fuzz: the reader never throws and its events do not depend on chunkin
       assert.deepEqual(drive(chunk(wire, cuts), max), whole);
       assert.deepEqual(drive(chunk(wire, [...Array(wire.length).keys()]), max), whole);
     }),
-    { numRuns: 1500 },
+    { numRuns: runs(1500) },
   );
 });
 
@@ -180,6 +190,123 @@ Deno.test("fuzz: the parsers never throw and never return control characters", (
       const m = parseMailbox(s);
       if (m) assert.ok(!CONTROL.test(m.local) && !CONTROL.test(m.domain), "mailbox");
     }),
-    { numRuns: 4000 },
+    { numRuns: runs(4000) },
+  );
+});
+
+/** ESMTP parameter words: known keywords with hostile, encoded and random values. */
+const paramArb = fc.tuple(
+  fc.constantFrom("SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH", "NOTIFY", "ORCPT", "X-Y"),
+  fc.option(
+    fc.oneof(
+      fc.constantFrom("7BIT", "8BITMIME", "FULL", "HDRS", "NEVER", "SUCCESS,DELAY", "123"),
+      arbXtextText.map(encodeXtext),
+      arbMailbox.map((a) => `rfc822;${encodeXtext(a)}`),
+      arbHostile,
+    ),
+    { nil: undefined },
+  ),
+).map(([k, v]) => v === undefined ? k : `${k}=${v}`);
+
+Deno.test("fuzz: ESMTP parameters give a value or a 5xx, and never a control character", () => {
+  fc.assert(
+    fc.property(fc.array(paramArb, { maxLength: 5 }), arbMailbox, (words, addr) => {
+      const tail = words.map((w) => " " + w).join("");
+      const mail = parseMailFrom(`FROM:<${addr}>${tail}`);
+      if (!("code" in mail)) {
+        const p = mailParams(mail.params, { maxSize: 10_000 });
+        if ("code" in p) assert.ok(p.code >= 500 && p.code < 600, JSON.stringify(p));
+        else {
+          assert.ok(p.envid === undefined || !CONTROL.test(p.envid), "ENVID");
+          assert.ok(p.envid === undefined || p.envid.length <= 100, "ENVID length");
+        }
+      }
+      const rcpt = parseRcptTo(`TO:<${addr}>${tail}`);
+      if (!("code" in rcpt)) {
+        const p = rcptParams(rcpt.params);
+        if ("code" in p) assert.ok(p.code >= 500 && p.code < 600, JSON.stringify(p));
+        else {
+          assert.ok(p.orcpt === undefined || !CONTROL.test(p.orcpt), "ORCPT");
+          for (const n of p.notify ?? []) assert.match(n, /^(NEVER|SUCCESS|FAILURE|DELAY)$/);
+        }
+      }
+    }),
+    { numRuns: runs(2000) },
+  );
+});
+
+Deno.test("fuzz: xtext decoding never throws, is bounded and never yields a control", () => {
+  const xtextArb = fc.oneof(
+    fc.string({ unit: "binary", maxLength: 40 }),
+    fc.array(fc.oneof(hostilePiece, fc.constantFrom("+", "+C2", "+85", "+E2+80", "a", "é")), {
+      maxLength: 12,
+    }).map((a) => a.join("")),
+  );
+  fc.assert(
+    fc.property(xtextArb, (s) => {
+      const r = decodeXtextChecked(s);
+      if ("error" in r) return;
+      assert.ok(!CONTROL.test(r.text) && !r.text.includes("\uFFFD"), JSON.stringify(r.text));
+      // Each "+XX" (three characters) is at most one octet: never longer than its input.
+      assert.ok(r.text.length <= s.length);
+    }),
+    { numRuns: runs(3000) },
+  );
+});
+
+Deno.test("fuzz: xtext round-trips: decode(encode(text)) is the text, in pure ASCII", () => {
+  fc.assert(
+    fc.property(arbXtextText, (text) => {
+      const wire = encodeXtext(text);
+      assert.match(wire, /^[\x21-\x7e]*$/);
+      assert.ok(!/[ =]/.test(wire));
+      assert.equal(decodeXtext(wire), text);
+    }),
+    { numRuns: runs(2000) },
+  );
+});
+
+Deno.test("fuzz: BDAT chunks are taken byte for byte and the next command follows", () => {
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ maxLength: 300 }),
+      cutsArb,
+      fc.integer({ min: 1, max: 64 }),
+      (data, cuts, max) => {
+        // "BDAT n LAST" then exactly n raw octets (no line or dot handling), then a command.
+        const wire = concat([
+          enc.encode(`BDAT ${data.length} LAST\r\n`),
+          data,
+          enc.encode("QUIT\r\n"),
+        ]);
+        const input = new SmtpInput({ maxLineLength: 512 });
+        const got: Uint8Array[] = [];
+        const lines: string[] = [];
+        let want = 0;
+        for (const c of chunk(wire, cuts)) {
+          input.push(c);
+          while (true) {
+            if (want > 0) {
+              const b = input.take(Math.min(want, max));
+              if (b === null) break;
+              assert.ok(b.length <= Math.min(want, max), "take is bounded");
+              got.push(b.slice());
+              want -= b.length;
+              continue;
+            }
+            const ev = input.nextLine();
+            if (ev === null) break;
+            assert.equal(ev.kind, "line");
+            if (ev.kind !== "line") break;
+            lines.push(ev.line);
+            const m = /^BDAT (\d+)/.exec(ev.line);
+            if (m) want = Number(m[1]);
+          }
+        }
+        assert.deepEqual(lines, [`BDAT ${data.length} LAST`, "QUIT"]);
+        assert.deepEqual(concat(got), data);
+      },
+    ),
+    { numRuns: runs(1000) },
   );
 });

@@ -14,6 +14,8 @@ import {
   replay,
   TORN_MARK,
 } from "../lib/spool/mod.ts";
+import { arbEnvelope as arbValidEnvelope, runs } from "./fuzz_arbitraries.ts";
+import { quote } from "../lib/smtp/envelope_check.ts";
 
 const ENVELOPE: Envelope = {
   id: "0000000000000ABCD",
@@ -113,20 +115,39 @@ Deno.test("encodeRecords refuses records it could not read back", () => {
   assert.throws(() => encodeRecords([{ t: "nope" } as unknown as JournalRecord]), /unknown type/);
 });
 
-Deno.test("envelope strings cannot break the line format", () => {
+Deno.test("result strings with CR/LF cannot break the line format", () => {
   const nasty = 'evil\r\n{"t":"delivered"}\n\u2028\u0000\t' + TORN_MARK;
-  const env: JournalRecord = {
-    ...ENV_RECORD,
-    from: nasty,
-    recipients: [{ address: nasty, orcpt: nasty, notify: [nasty] }],
-    client: { address: nasty, helo: nasty, auth: nasty },
-    params: { [nasty]: nasty },
-  };
-  const out = text([env, failed(0, 1)]);
+  const bad: JournalRecord = { t: "failed", rcpt: 0, at: 1, dsn: nasty, text: nasty, relay: nasty };
+  const out = text([ENV_RECORD, bad]);
   assert.equal(out.split("\n").length, 3); // two lines and the "" after the last "\n"
   assert.ok(!out.includes("\r"));
   assert.ok(!out.includes("\t"));
-  assert.deepEqual(parseJournal(out), [env, failed(0, 1)]);
+  assert.deepEqual(parseJournal(out), [ENV_RECORD, bad]);
+});
+
+Deno.test("an envelope field no SMTP client could send is refused on write and on read", () => {
+  const nasty = 'evil\r\n{"t":"delivered"}\n\u2028\u0000\t' + TORN_MARK;
+  const cases: [string, Partial<Envelope>][] = [
+    ["from", { from: nasty }],
+    ["recipient 1", { recipients: [{ address: nasty }] }],
+    ["recipient 1 ORCPT", { recipients: [{ address: "a@b.example", orcpt: nasty }] }],
+    ["recipient 1 NOTIFY", { recipients: [{ address: "a@b.example", notify: [nasty] }] }],
+    ["client.address", { client: { address: nasty, helo: "h" } }],
+    ["client.helo", { client: { address: "192.0.2.1", helo: nasty } }],
+    ["client.auth", { client: { address: "192.0.2.1", helo: "h", auth: nasty } }],
+    [`params.${quote(nasty)}`, { params: { [nasty]: "x" } }],
+    ["params.ENVID", { params: { ENVID: nasty } }],
+  ];
+  for (const [field, change] of cases) {
+    const env: JournalRecord = { ...ENV_RECORD, ...change };
+    assert.throws(() => encodeRecords([env]), { name: "EnvelopeError", field }, field);
+    // A hand-edited journal: JSON.stringify writes the line encodeRecords would refuse.
+    assert.throws(
+      () => parseJournal(JSON.stringify(env) + "\n"),
+      (e: Error) => e.name === "JournalError" && e.message.includes(`Bad envelope ${field}:`),
+      field,
+    );
+  }
 });
 
 Deno.test("replay: envelope only", () => {
@@ -241,22 +262,11 @@ Deno.test("replay: malformed journals throw", () => {
 
 const str = fc.string({ unit: "binary", maxLength: 12 });
 const time = fc.integer({ min: 0, max: 2 ** 45 });
-const arbEnvelope: fc.Arbitrary<JournalRecord> = fc.record({
-  t: fc.constant("envelope" as const),
-  id: str,
-  from: str,
-  recipients: fc.array(
-    fc.record({ address: str, orcpt: str, notify: fc.array(str, { maxLength: 3 }) }, {
-      requiredKeys: ["address"],
-    }),
-    { minLength: 1, maxLength: 4 },
-  ),
-  received: time,
-  client: fc.record({ address: str, helo: str, auth: str }, { requiredKeys: ["address", "helo"] }),
-  protocol: fc.constantFrom("SMTP", "ESMTP"),
-  size: fc.nat(),
-  params: fc.dictionary(str, str, { maxKeys: 3 }),
-}, { requiredKeys: ["t", "id", "from", "recipients", "received", "client", "protocol", "size"] });
+/** Envelopes the SMTP server could write (the journal refuses any other, see envelope_check). */
+const arbEnvelope: fc.Arbitrary<JournalRecord> = arbValidEnvelope.map((e) => ({
+  t: "envelope" as const,
+  ...e,
+}));
 const arbResult: fc.Arbitrary<JournalRecord> = fc.oneof(
   fc.record({
     t: fc.constant("delivered" as const),
@@ -305,7 +315,7 @@ Deno.test("property: a journal cut at any byte reads as a prefix of its records"
       const got = parseJournal(new TextDecoder().decode(bytes.subarray(0, cut)));
       assert.deepEqual(got, records.slice(0, completeLines(bytes, cut)));
     }),
-    { numRuns: 500 },
+    { numRuns: runs(500) },
   );
 });
 
@@ -328,7 +338,7 @@ Deno.test("property: cut, repaired by the next append, reads as prefix plus the 
         assert.deepEqual(got, [...records.slice(0, completeLines(bytes, cut)), ...later]);
       },
     ),
-    { numRuns: 500 },
+    { numRuns: runs(500) },
   );
 });
 
@@ -343,6 +353,6 @@ Deno.test("property: any parsed journal's replay accounts for every result", () 
       assert.equal(s.done, open.length === 0);
       if (open.length) assert.equal(s.nextAttempt, Math.min(...open.map((r) => r.nextAttempt)));
     }),
-    { numRuns: 300 },
+    { numRuns: runs(300) },
   );
 });

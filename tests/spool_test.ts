@@ -246,20 +246,33 @@ Deno.test("commit refuses a mismatched envelope and leaves nothing behind", asyn
   });
 });
 
-Deno.test("envelope strings with CR/LF stay on their line", async () => {
-  await withSpool(async (spool) => {
+Deno.test("an envelope with CR/LF in a field is refused at commit and leaves nothing", async () => {
+  await withSpool(async (spool, dir) => {
     const w = await spool.begin();
     const evil = 'x\r\n{"t":"delivered","rcpt":0}\nQUIT\r\n';
-    const env = envelope(w.id, 0, {
-      from: evil,
-      client: { address: "192.0.2.1", helo: evil, auth: evil },
-      recipients: [{ address: evil, orcpt: evil }],
+    await assert.rejects(() => w.commit(envelope(w.id, 0, { from: evil })), /Bad envelope from:/);
+    assert.deepEqual([...Deno.readDirSync(`${dir}/incoming`)], []);
+    assert.deepEqual(await spool.list(), []);
+  });
+});
+
+Deno.test("a hand-edited envelope is a SpoolCorruptError naming the field; quarantine keeps it", async () => {
+  await withSpool(async (spool, dir) => {
+    const id = await store(spool, MESSAGE);
+    const path = spool.path(id);
+    const before = await Deno.readTextFile(path);
+    const after = before.replace('"notify":["FAILURE"]', '"notify":["SUCCESS\\r\\nRSET"]');
+    assert.notEqual(after, before);
+    await Deno.writeTextFile(path, after);
+    await assert.rejects(() => spool.load(id), (e: Error) => {
+      assert.equal(e.name, "SpoolCorruptError");
+      assert.match(e.message, /Bad envelope recipient 1 NOTIFY: "SUCCESS\\r\\nRSET" \(501 5\.5\.2/);
+      return true;
     });
-    await w.commit(env);
-    const text = await Deno.readTextFile(spool.path(w.id));
-    assert.equal(text.split("\n").length, 3); // header, envelope, ""
-    assert.ok(!text.includes("\r"));
-    assert.deepEqual((await spool.load(w.id)).envelope, env);
+    const moved = await spool.quarantine(id);
+    assert.equal(moved, `${dir}/quarantine/${id}`);
+    assert.deepEqual(await spool.list(), []);
+    assert.equal(await Deno.readTextFile(moved), after);
   });
 });
 

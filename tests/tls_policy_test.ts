@@ -203,7 +203,7 @@ peerTest(
       ]);
       assert.match(
         (await explainer.explain("unlisted.test", "may", ["mx.unlisted.test"]))[0],
-        /^  tls mx\.unlisted\.test: refused \(mta-sts enforce .*\): MX host mx\.unlisted\.test is not listed/,
+        /^ {2}tls mx\.unlisted\.test: refused \(mta-sts enforce .*\): MX host mx\.unlisted\.test is not listed/,
       );
       // An explicit route tls = "none" overrides (and is said to).
       assert.match(

@@ -11,8 +11,9 @@
 import type { Config } from "../config/types.ts";
 import { ControlError, controlRequest } from "../control/client.ts";
 import { setupLogging } from "../log/log.ts";
-import { EX_OK, EX_SOFTWARE, EX_TEMPFAIL } from "./exit_codes.ts";
+import { EX_CONFIG, EX_OK, EX_SOFTWARE, EX_TEMPFAIL } from "./exit_codes.ts";
 import { oneShotPass } from "./manager_link.ts";
+import { prepareQueueRun } from "../privsep/queue_run.ts";
 import { lockSpoolWait, type SpoolLock } from "./spool_lock.ts";
 
 /** How long a flush waits for another queue run before giving up (cron runs again). */
@@ -23,6 +24,12 @@ export async function flush(cfg: Config): Promise<number> {
   await setupLogging(cfg.log);
   try {
     if (await askManager(cfg)) return EX_OK;
+    try {
+      await prepareQueueRun(cfg); // the spool is `user`'s before the lock touches it
+    } catch (err) {
+      console.error(`skiff flush: ${(err as Error).message}`);
+      return EX_CONFIG;
+    }
     // One lock request for the whole wait: a second request from this process
     // could be blocked by our own first one (flock is per open file).
     const locked = lockSpoolWait(cfg.spoolDir);

@@ -12,6 +12,8 @@ import { NO_SCHEDULER, type QueueHooks } from "../control/queue_ops.ts";
 import { logEvent } from "../log/log.ts";
 import { ensureMaildrop } from "../maildrop/drop.ts";
 import { pickupMaildrop } from "../maildrop/pickup.ts";
+import type { Spawner } from "../sys/spawn.ts";
+import { dropForQueueRun } from "../privsep/queue_run.ts";
 import { QueueManager } from "../queue/manager.ts";
 import { Spool } from "../spool/spool.ts";
 import { type SpoolLock, tryLockSpool } from "./spool_lock.ts";
@@ -57,11 +59,25 @@ export async function oneShotPass(
   ids?: string[],
 ): Promise<{ left: number; pickedUp: number }> {
   void lock; // held by the caller for the whole pass
+  // Root with `user` set: the pass runs as `user`, workers through the helper.
+  const helper = await dropForQueueRun(cfg);
+  try {
+    return await pass(cfg, ids, helper ?? undefined);
+  } finally {
+    await helper?.close();
+  }
+}
+
+async function pass(
+  cfg: Config,
+  ids: string[] | undefined,
+  spawner: Spawner | undefined,
+): Promise<{ left: number; pickedUp: number }> {
   const spool = new Spool(cfg.spoolDir);
   await spool.init();
   await ensureMaildrop(cfg.sendmail.maildropDir);
   const pickedUp = await pickupMaildrop(cfg, spool);
-  const manager = new QueueManager({ config: cfg, spool });
+  const manager = new QueueManager({ config: cfg, spool, spawner });
   await manager.scan();
   manager.flush(ids);
   await manager.idle();

@@ -19,8 +19,9 @@ import {
 } from "../control/queue_ops.ts";
 import { isQueueId } from "../spool/queue_id.ts";
 import type { Envelope } from "../spool/records.ts";
-import { EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE } from "./exit_codes.ts";
+import { EX_CONFIG, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE } from "./exit_codes.ts";
 import { LOCKED_MESSAGE, oneShotPass, viaManager } from "./manager_link.ts";
+import { prepareQueueRun } from "../privsep/queue_run.ts";
 import { tryLockSpool } from "./spool_lock.ts";
 
 const USAGE = `Usage: skiff queue list [--json]
@@ -170,6 +171,12 @@ async function change(
   for (const id of res.ids) console.log(`  ${id}`);
   if (op === "retry" && r.via === "spool" && res.count > 0) {
     // No manager: "retry now" means a queue pass for these messages, here.
+    try {
+      await prepareQueueRun(cfg);
+    } catch (err) {
+      console.error(`skiff queue retry: ${(err as Error).message}`);
+      return EX_CONFIG;
+    }
     const lock = await tryLockSpool(cfg.spoolDir);
     if (lock === null) {
       console.error(`skiff queue retry: ${LOCKED_MESSAGE}`);

@@ -10,7 +10,7 @@
  */
 import type { Config } from "../config/types.ts";
 import { dropMessage, ensureMaildrop } from "../maildrop/drop.ts";
-import type { DropEnvelope } from "../maildrop/format.ts";
+import { type DropEnvelope, MaildropError } from "../maildrop/format.ts";
 import { loginOf } from "../sys/passwd.ts";
 import { dropPermissions } from "../sys/permissions.ts";
 import { senderAllowed } from "../maildrop/sender_policy.ts";
@@ -172,6 +172,10 @@ async function deliver(cfg: Config, args: SendmailArgs): Promise<number> {
     const name = await dropMessage(cfg.sendmail.maildropDir, env, msg.content);
     verbose(`queued in the maildrop as ${name}; the manager or the next flush picks it up`);
   } catch (err) {
+    if (err instanceof MaildropError) {
+      console.error(`sendmail: ${err.message}`);
+      return EX_DATAERR;
+    }
     console.error(
       `sendmail: cannot write to the maildrop ${cfg.sendmail.maildropDir}: ${
         (err as Error).message

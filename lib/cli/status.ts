@@ -7,6 +7,7 @@ import type { Config } from "../config/types.ts";
 import { ControlError, controlRequest } from "../control/client.ts";
 import { formatStatus, type SpoolStatus, spoolStatus } from "../control/status.ts";
 import { EX_OK, EX_SOFTWARE, EX_USAGE } from "./exit_codes.ts";
+import { NO_USER_WARNING } from "../privsep/plan.ts";
 
 /** Runs `skiff status`; returns the exit code. */
 export async function status(cfg: Config, argv: string[]): Promise<number> {
@@ -27,6 +28,8 @@ export async function status(cfg: Config, argv: string[]): Promise<number> {
     return EX_SOFTWARE;
   }
   if ("ok" in s) delete s.ok;
+  // A manager running as root (or one that would, started by root): say so every time.
+  if (!cfg.user || s.uid === 0) s.warning = NO_USER_WARNING;
   if (argv.includes("--json")) console.log(JSON.stringify(s));
   else console.log(formatStatus(s));
   return EX_OK;

@@ -6,6 +6,7 @@
  * is reported as "unavailable" so the caller can use the maildrop instead.
  */
 import * as net from "node:net";
+import { encodeXtext } from "../smtp/params.ts";
 
 /** One message for the socket. */
 export interface SocketSubmission {
@@ -71,7 +72,7 @@ export async function submitOnSocket(s: SocketSubmission): Promise<SocketResult>
     let mail = `MAIL FROM:<${s.from}>`;
     if (s.body && ext.has("8BITMIME")) mail += ` BODY=${s.body}`;
     if (dsn && s.ret) mail += ` RET=${s.ret}`;
-    if (dsn && s.envid) mail += ` ENVID=${xtext(s.envid)}`;
+    if (dsn && s.envid) mail += ` ENVID=${encodeXtext(s.envid)}`;
     stage = "MAIL";
     await send(mail);
     rep = await next();
@@ -118,14 +119,6 @@ function rejected(
     reply: rep.text.trim(),
     refused,
   };
-}
-
-/** RFC 3461 §4: xtext-encodes "+", "=" and anything outside printable ASCII. */
-function xtext(s: string): string {
-  return s.replace(
-    /[^\x21-\x2a\x2c-\x3c\x3e-\x7e]/g,
-    (c) => `+${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0")}`,
-  );
 }
 
 /** The content as SMTP DATA (RFC 5321 §4.5.2): leading dots doubled, then CRLF.CRLF. */

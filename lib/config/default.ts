@@ -11,6 +11,8 @@ export const DEFAULT_CONFIG_TOML: string = `# skiff embedded default configurati
 hostname = "localhost"
 spool_dir = "./var/spool"
 relay_networks = ["127.0.0.0/8", "::1/128"]
+user = ""
+group = ""
 
 [[listener]]
 address = "127.0.0.1:2525"
@@ -25,6 +27,7 @@ auth_plaintext = false
 require_auth = false
 senders = "own"
 destination = "router"
+milters = []
 
 [[listener]]
 address = "unix:./var/run/submit.sock"
@@ -79,6 +82,12 @@ existing_maildirs_only = false
 format = "text"
 level = "info"
 
+[milter]
+default_action = "tempfail"
+connect_timeout = 30
+command_timeout = 30
+content_timeout = 300
+
 [sendmail]
 maildrop_dir = "./var/maildrop"
 untrusted_sender = "refuse"
@@ -106,4 +115,11 @@ auth_password = ""
 local_mailbox = "maildir"
 mbox_dir = "./var/mail"
 local_users = false
+default_privs = "nobody"
+
+[http]
+address = ""
+allow_remote = false
+token = ""
+token_file = ""
 `;

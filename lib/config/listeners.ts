@@ -7,6 +7,8 @@
  */
 import { formatHostPort, inline, isTable, parseHostPort, type Reader, type Table } from "./load.ts";
 import { resolveOwner } from "./owner.ts";
+import { parseMilterAddress } from "./milter_address.ts";
+import { DESTINATION } from "../smtp/envelope_check.ts";
 import type { LimitsConfig, ListenAddress, ListenerConfig } from "./types.ts";
 
 const ADDRESS =
@@ -78,9 +80,6 @@ export function formatListenAddress(a: ListenAddress): string {
   return a.kind === "unix" ? `unix:${a.path}` : formatHostPort(a);
 }
 
-/** `transport:nexthop` with a known transport, or "router". */
-const DESTINATION = /^(router|(smtp|lmtp|maildir|discard):[\x21-\x7e]*)$/;
-
 function readOne(r: Reader, item: unknown, i: number): ListenerConfig {
   const key = `listener[${i}]`;
   const t = r.table(item, key, "listener");
@@ -98,6 +97,7 @@ function readOne(r: Reader, item: unknown, i: number): ListenerConfig {
     require_auth: false,
     senders: "own",
     destination: "router",
+    milters: [],
     ...t,
   };
   const modeText = r.string(d, `${key}.mode`, "mode", 'an octal mode such as "0660"');
@@ -152,6 +152,18 @@ function readOne(r: Reader, item: unknown, i: number): ListenerConfig {
     `${key}.limits`,
     true,
   );
+  const milters = r.stringArray(d, `${key}.milters`, "milters", '"inet:host:port" or "unix:/path"');
+  milters.forEach((m, i) => {
+    try {
+      parseMilterAddress(m);
+    } catch (err) {
+      r.fail(
+        `${key}.milters[${i}]`,
+        (err as Error).message.replace(/^Milter address .* is /, ""),
+        m,
+      );
+    }
+  });
   return {
     address,
     mode: parseInt(modeText, 8),
@@ -166,6 +178,7 @@ function readOne(r: Reader, item: unknown, i: number): ListenerConfig {
     senders: r.oneOf(d, `${key}.senders`, "senders", ["own", "any"] as const),
     destination,
     limits,
+    milters,
   };
 }
 
@@ -210,6 +223,7 @@ export function describeListener(l: ListenerConfig): string[] {
     kv("require_auth", l.requireAuth),
     kv("senders", l.senders),
     kv("destination", l.destination),
+    kv("milters", l.milters),
   ];
   const limits = Object.fromEntries(
     LIMIT_KEYS.filter(([, name]) => l.limits[name] !== undefined).map((

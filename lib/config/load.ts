@@ -15,6 +15,8 @@ import { DEFAULT_CONFIG_TOML } from "./default.ts";
 import { describeListener, readListenerLimits, readListeners } from "./listeners.ts";
 import type { Config, HostPort, LimitsConfig, LogConfig } from "./types.ts";
 import { describeRouting, readDelivery, readRoutes } from "../route/config.ts";
+import { describeHttp, readHttp } from "../http/config.ts";
+import { lookupGroup, readPasswd } from "../sys/passwd.ts";
 
 /** Where the configuration came from when no file was given. */
 export const EMBEDDED_SOURCE = "(embedded default)";
@@ -74,6 +76,10 @@ const KEYS: Record<string, readonly string[]> = {
     "delivery",
     "route",
     "sendmail",
+    "milter",
+    "http",
+    "user",
+    "group",
   ],
   listener: [
     "address",
@@ -89,6 +95,7 @@ const KEYS: Record<string, readonly string[]> = {
     "senders",
     "destination",
     "limits",
+    "milters",
   ],
   auth: ["credentials", "trusted_users", "max_failures", "failure_window", "concurrent_checks"],
   limits: [
@@ -120,6 +127,7 @@ const KEYS: Record<string, readonly string[]> = {
   local: ["domains", "maildir_root", "verify_recipients", "existing_maildirs_only"],
   log: ["format", "level"],
   sendmail: ["maildrop_dir", "untrusted_sender"],
+  milter: ["default_action", "connect_timeout", "command_timeout", "content_timeout"],
 };
 
 /**
@@ -349,6 +357,20 @@ function readSendmail(r: Reader, t: Table): Config["sendmail"] {
   };
 }
 
+/** [milter]: the default action and the deadlines of the milter protocol. */
+function readMilter(r: Reader, t: Table): Config["milter"] {
+  return {
+    defaultAction: r.oneOf(t, "milter.default_action", "default_action", [
+      "tempfail",
+      "accept",
+      "reject",
+    ]),
+    connectTimeout: r.seconds(t, "milter", "connect_timeout"),
+    commandTimeout: r.seconds(t, "milter", "command_timeout"),
+    contentTimeout: r.seconds(t, "milter", "content_timeout"),
+  };
+}
+
 function readNetworks(r: Reader, t: Table): string[] {
   const nets = r.stringArray(t, "relay_networks", "relay_networks", "CIDR networks");
   return nets.map((n, i) => {
@@ -388,6 +410,42 @@ function readBytes0(r: Reader, t: Table, key: string): number {
   return v;
 }
 
+/** `user` and `group`: who `skiff serve` runs as after start; never root. */
+function readUser(r: Reader, raw: Table): Config["user"] {
+  const name = r.string(raw, "user", "user", '"" or a user name');
+  const group = r.string(raw, "group", "group", '"" or a group name or number');
+  if (name === "") {
+    if (group !== "") r.fail("group", '"" while user is unset', group);
+    return null;
+  }
+  const pw = readPasswd().find((e) => e.name === name);
+  if (!pw) r.fail("user", "a user name in /etc/passwd", name);
+  if (pw.uid === 0) r.fail("user", "an unprivileged user (not uid 0)", name);
+  let gid = pw.gid;
+  if (group !== "") {
+    const g = lookupGroup(group);
+    if (g === null) r.fail("group", "a group name in /etc/group or a number", group);
+    gid = g;
+  }
+  if (gid === 0) r.fail(group === "" ? "user" : "group", "a group other than gid 0", group || name);
+  return { name, uid: pw.uid, gid, home: pw.home, group };
+}
+
+/** local.maildir_root: a directory of Maildirs, or "~/PATH" for one in each user's home. */
+function readMaildirRoot(r: Reader, local: Table): string {
+  const text = r.string(local, "local.maildir_root", "maildir_root");
+  if (!text.startsWith("~")) return r.path(local, "local.maildir_root", "maildir_root");
+  // "~/Maildir" is `<the recipient's home>/Maildir`: plain names below the home, nothing else.
+  const parts = text.slice(2).split("/");
+  if (
+    !text.startsWith("~/") ||
+    parts.some((p) => p === "" || p === "." || p === ".." || p.includes("\0"))
+  ) {
+    r.fail("local.maildir_root", 'a directory, or "~/Maildir" for each user\'s home', text);
+  }
+  return text;
+}
+
 function build(r: Reader, raw: Table, source: string): Config {
   r.table(raw, "", "");
   const hostname = r.string(raw, "hostname", "hostname", HOSTNAME);
@@ -413,13 +471,16 @@ function build(r: Reader, raw: Table, source: string): Config {
   const config: Config = {
     delivery: readDelivery(routeCtx, raw.delivery),
     routes: readRoutes(routeCtx, raw.route),
+    http: readHttp(routeCtx, raw.http),
     source,
     hostname,
+    user: readUser(r, raw),
     spoolDir: r.path(raw, "spool_dir", "spool_dir"),
     relayNetworks: readNetworks(r, raw),
     listeners: readListeners(r, raw.listener),
     auth: readAuth(r, r.table(raw.auth, "auth", "auth")),
     sendmail: readSendmail(r, r.table(raw.sendmail, "sendmail", "sendmail")),
+    milter: readMilter(r, r.table(raw.milter, "milter", "milter")),
     limits: readListenerLimits(r, limits, "limits") as LimitsConfig,
     queue: {
       retryMin: r.seconds(queue, "queue", "retry_min"),
@@ -438,7 +499,7 @@ function build(r: Reader, raw: Table, source: string): Config {
     },
     local: {
       domains: readDomains(r, local),
-      maildirRoot: r.path(local, "local.maildir_root", "maildir_root"),
+      maildirRoot: readMaildirRoot(r, local),
       verifyRecipients: readBool(r, local, "local.verify_recipients"),
       existingMaildirsOnly: readBool(r, local, "local.existing_maildirs_only"),
     },
@@ -457,6 +518,14 @@ function build(r: Reader, raw: Table, source: string): Config {
       "queue.retry_min",
       `at most queue.retry_max (${config.queue.retryMax})`,
       config.queue.retryMin,
+    );
+  }
+  if (config.local.maildirRoot.startsWith("~/") && !config.delivery.localUsers) {
+    // Whose home? Only /etc/passwd can say, and only local_users looks there.
+    r.fail(
+      "local.maildir_root",
+      'a directory ("~/..." needs delivery.local_users = true)',
+      config.local.maildirRoot,
     );
   }
   return config;
@@ -529,6 +598,8 @@ export function describeConfig(c: Config): string {
   const lines = [
     `# skiff effective configuration, from ${c.source.replace(/[\r\n]/g, " ")}`,
     kv("hostname", c.hostname),
+    kv("user", c.user?.name ?? ""),
+    kv("group", c.user?.group ?? ""),
     kv("spool_dir", c.spoolDir),
     kv("relay_networks", c.relayNetworks),
   ];
@@ -551,6 +622,12 @@ export function describeConfig(c: Config): string {
     ["unauthenticated_commands", L.unauthenticatedCommands],
     ["greet_pause", L.greetPause],
     ["output_buffer", L.outputBuffer],
+  ]);
+  section("milter", [
+    ["default_action", c.milter.defaultAction],
+    ["connect_timeout", c.milter.connectTimeout],
+    ["command_timeout", c.milter.commandTimeout],
+    ["content_timeout", c.milter.contentTimeout],
   ]);
   section("auth", [
     ["credentials", c.auth.credentials],
@@ -586,5 +663,6 @@ export function describeConfig(c: Config): string {
     ["untrusted_sender", c.sendmail.untrustedSender],
   ]);
   lines.push(...describeRouting({ inline, formatHostPort }, c.delivery, c.routes));
+  lines.push(...describeHttp({ inline, formatHostPort }, c.http));
   return lines.join("\n") + "\n";
 }

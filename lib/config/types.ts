@@ -6,6 +6,7 @@
  */
 import type { DeliveryConfig, RouteConfig } from "../route/types.ts";
 import type { SocketOwner } from "./owner.ts";
+import type { HttpConfig } from "../http/config.ts";
 
 /** A host and port, e.g. a listener address or a relayhost. */
 export interface HostPort {
@@ -47,6 +48,8 @@ export interface ListenerConfig {
   destination: string;
   /** Overrides of [limits] for this listener. */
   limits: Partial<LimitsConfig>;
+  /** Milters consulted for mail accepted here, in order: "inet:host:port" or "unix:/path". */
+  milters: string[];
 }
 
 /** Authentication settings shared by the listeners. */
@@ -149,12 +152,34 @@ export interface SendmailConfig {
   untrustedSender: "refuse" | "warn";
 }
 
+/** [milter]: how the listeners' milters are talked to (lib/milter/). */
+export interface MilterConfig {
+  /** What a message gets when a milter is down, slow or broken (Postfix's milter_default_action). */
+  defaultAction: "tempfail" | "accept" | "reject";
+  /** Seconds: connecting, each protocol step, and the end of message (content scan). */
+  connectTimeout: number;
+  commandTimeout: number;
+  contentTimeout: number;
+}
+
+/** The unprivileged user `skiff serve` switches to (`user`, `group`). */
+export interface ManagerUser {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
+  /** The `group` key as written ("" = the user's primary group). */
+  group: string;
+}
+
 /** The whole configuration. */
 export interface Config {
   /** Where this came from: a file path, or "(embedded default)". */
   source: string;
   /** Name used in the greeting, EHLO, Received and Message-ID headers. */
   hostname: string;
+  /** Run as this user after start (docs/security.md); null when `user` is unset. */
+  user: ManagerUser | null;
   /** Spool directory (incoming/, queue/ beneath it). */
   spoolDir: string;
   /** Networks (CIDR) whose unauthenticated clients may relay. */
@@ -162,6 +187,7 @@ export interface Config {
   listeners: ListenerConfig[];
   auth: AuthConfig;
   sendmail: SendmailConfig;
+  milter: MilterConfig;
   limits: LimitsConfig;
   queue: QueueConfig;
   relay: RelayConfig;
@@ -171,4 +197,6 @@ export interface Config {
   delivery: DeliveryConfig;
   /** Per-domain destinations ([[route]]), in file order. */
   routes: RouteConfig[];
+  /** The monitoring endpoint ([http], lib/http/config.ts). */
+  http: HttpConfig;
 }

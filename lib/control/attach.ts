@@ -9,6 +9,7 @@ import { ConfigError } from "../config/load.ts";
 import { logError, logEvent } from "../log/log.ts";
 import { ensureMaildrop } from "../maildrop/drop.ts";
 import { pickupMaildrop } from "../maildrop/pickup.ts";
+import { watchMaildrop } from "../maildrop/watch.ts";
 import type { QueueManager } from "../queue/manager.ts";
 import type { Spool } from "../spool/spool.ts";
 import { managerHandler } from "./commands.ts";
@@ -40,6 +41,7 @@ export async function attachControl(o: AttachOptions): Promise<Attached> {
   // One pickup at a time; a request during a run asks for one more run after it.
   let running: Promise<number> | null = null;
   let again = false;
+  let waiting = false;
   const pickup = async (): Promise<number> => {
     if (running) {
       again = true;
@@ -49,7 +51,9 @@ export async function attachControl(o: AttachOptions): Promise<Attached> {
       let n = 0;
       do {
         again = false;
-        n += await pickupMaildrop(cfg, o.spool, (id) => o.manager.enqueue(id));
+        n += await pickupMaildrop(cfg, o.spool, (id) => o.manager.enqueue(id), {
+          onWaiting: () => waiting = true,
+        });
       } while (again);
       return n;
     })();
@@ -90,22 +94,21 @@ export async function attachControl(o: AttachOptions): Promise<Attached> {
   };
   Deno.addSignalListener("SIGHUP", onHup);
   const timer = setInterval(safePickup, cfg.queue.scanInterval * 1000);
-  // A drop while the manager runs (the shim chose the maildrop) is picked up at once.
-  const watcher = Deno.watchFs(cfg.sendmail.maildropDir, { recursive: false });
-  (async () => {
-    try {
-      for await (const ev of watcher) {
-        if (ev.kind === "modify" || ev.kind === "create" || ev.kind === "any") safePickup();
-      }
-    } catch { /* closed */ }
-  })();
+  // A drop while the manager runs (the shim chose the maildrop) is picked up
+  // within a second (lib/maildrop/watch.ts says why this is no Deno.watchFs).
+  const watcher = watchMaildrop(cfg.sendmail.maildropDir, {
+    intervalMs: 1000,
+    onChange: async () => {
+      waiting = false;
+      await safePickup();
+      return waiting;
+    },
+  });
   return {
     close: async () => {
       Deno.removeSignalListener("SIGHUP", onHup);
       clearInterval(timer);
-      try {
-        watcher.close();
-      } catch { /* closed */ }
+      watcher.close();
       await server.close();
       await running?.catch(() => {});
     },

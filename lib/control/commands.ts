@@ -56,6 +56,7 @@ export function managerHandler(ctx: ManagerContext): ControlHandler {
       case "status":
         return {
           pid: Deno.pid,
+          uid: Deno.uid(),
           version: VERSION,
           uptime_seconds: Math.floor((Date.now() - ctx.startedAt) / 1000),
           connections: ctx.connections(),

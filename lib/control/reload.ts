@@ -12,7 +12,7 @@ import type { Config } from "../config/types.ts";
 import { logEvent, setupLogging } from "../log/log.ts";
 
 /** Keys that a running manager cannot change without a restart. */
-const RESTART_KEYS: readonly (keyof Config)[] = ["spoolDir", "listeners"];
+const RESTART_KEYS: readonly (keyof Config)[] = ["spoolDir", "listeners", "user"];
 
 /** Reloads `cfg` in place from its source; resolves to what changed. Throws ConfigError on a bad file. */
 export async function reloadConfig(cfg: Config): Promise<Record<string, unknown>> {

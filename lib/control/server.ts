@@ -6,6 +6,7 @@
  * checked against a closed set before anything runs.
  */
 import * as net from "node:net";
+import { closeOnExecAll } from "../sys/cloexec.ts";
 import { logEvent, logWarn } from "../log/log.ts";
 import { checkRequest, type ControlReply, type ControlRequest, MAX_REQUEST } from "./protocol.ts";
 
@@ -50,6 +51,7 @@ export async function startControlServer(
     );
     server.listen({ path }, () => resolve());
   });
+  closeOnExecAll(); // node:net listeners are not close-on-exec by themselves
   // The spool directory (0700) already keeps others out; the mode says so on the socket too.
   await Deno.chmod(path, 0o600);
   logEvent("listening", { address: `unix:${path}`, protocol: "control" });

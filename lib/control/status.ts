@@ -52,8 +52,9 @@ export async function countMaildrop(cfg: Config): Promise<number | null> {
 export function formatStatus(s: Record<string, unknown> & SpoolStatus): string {
   const lines: string[] = [];
   if (typeof s.pid === "number") {
+    const uid = typeof s.uid === "number" ? `, uid ${s.uid}` : "";
     lines.push(
-      `manager: running, pid ${s.pid}, version ${s.version}, up ${s.uptime_seconds} s`,
+      `manager: running, pid ${s.pid}${uid}, version ${s.version}, up ${s.uptime_seconds} s`,
       `connections: ${s.connections ?? "unknown"}`,
     );
   } else {
@@ -68,5 +69,6 @@ export function formatStatus(s: Record<string, unknown> & SpoolStatus): string {
       ? `oldest: ${s.oldest.queue_id}, queued ${s.oldest.age_seconds} s ago`
       : "oldest: none",
   );
+  if (typeof s.warning === "string") lines.push(`warning: ${s.warning}`);
   return lines.join("\n");
 }

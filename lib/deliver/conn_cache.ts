@@ -12,6 +12,7 @@
  * and a fresh one opened.
  */
 import type { SmtpSession } from "../smtp/client_session.ts";
+import { metrics } from "../metrics/metrics.ts";
 
 interface Parked {
   key: string;
@@ -64,12 +65,14 @@ export class ConnectionCache {
       }
       if (at < 0) {
         this.stats.misses++;
+        metrics.cacheLookup(false);
         return null;
       }
       const [p] = this.#parked.splice(at, 1);
       clearTimeout(p.timer);
       if (await p.session.probe()) {
         this.stats.hits++;
+        metrics.cacheLookup(true);
         return p.session;
       }
       this.stats.closed++;

@@ -94,6 +94,8 @@ export interface MaildirDelivery {
   hostname: string;
   /** The message as stored in the spool, with CRLF line endings. */
   content: ReadableStream<Uint8Array>;
+  /** `user` names a directory as written (a home's "Maildir"), not a recipient: keep its case. */
+  keepCase?: boolean;
 }
 
 /** NAME_MAX on Linux file systems: a longer mailbox name cannot exist. */
@@ -293,7 +295,7 @@ async function linkIntoNew(root: string, user: string, name: string): Promise<st
 export async function deliverToMaildir(opts: MaildirDelivery): Promise<string> {
   let user: string, head: Uint8Array;
   try {
-    user = maildirUser(opts.user);
+    user = opts.keepCase ? (maildirUser(opts.user), opts.user) : maildirUser(opts.user);
     head = traceHeaders(opts);
   } catch (e) {
     await opts.content.cancel(e).catch(() => {});

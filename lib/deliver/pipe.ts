@@ -19,6 +19,56 @@ export interface PipeDelivery {
   uid?: number;
   gid?: number;
   timeoutMs: number;
+  /** The account the command runs as (HOME, SHELL; cwd is its home when it exists). */
+  account?: { home: string; shell: string };
+}
+
+/** PATH of every command: fixed, never inherited (Postfix's local(8) uses the same). */
+export const PIPE_PATH = "/usr/bin:/bin";
+
+/**
+ * The whole environment of a command, as Postfix's local(8) and pipe(8)
+ * set it: nothing inherited from skiff. RECIPIENT is the real recipient
+ * address; LOCAL and DOMAIN are its parts; USER and LOGNAME the recipient's
+ * user name; HOME and SHELL those of the account the command runs as.
+ * skiff has no address extensions, so EXTENSION is never set.
+ */
+export function pipeEnv(opts: PipeDelivery): Record<string, string> {
+  const v = opts.vars;
+  const at = v.recipient.lastIndexOf("@");
+  const env: Record<string, string> = {
+    PATH: PIPE_PATH,
+    SENDER: v.sender,
+    RECIPIENT: v.recipient,
+    LOCAL: at < 0 ? v.recipient : v.recipient.slice(0, at),
+    DOMAIN: v.domain,
+    USER: v.user,
+    LOGNAME: v.user,
+    HOME: opts.account?.home || "/",
+    SHELL: opts.account?.shell || "/bin/sh",
+  };
+  return env;
+}
+
+/**
+ * A command line is never handed an address that starts with "-" where a
+ * whole argument is an address: a program would take it for an option
+ * (Postfix refuses such addresses with allow_min_user = no for the same
+ * reason). Throws a permanent DeliveryError naming the argument.
+ */
+export function guardArgs(command: string[], vars: Record<string, string>): string[] {
+  return command.slice(1).map((a) => {
+    const out = expandArg(a, vars);
+    if (out.startsWith("-") && /^\{(recipient|sender|user|domain)\}/.test(a)) {
+      throw new DeliveryError(
+        `Address ${JSON.stringify(out.slice(0, 100))} starts with "-" and is not passed to ${
+          command[0]
+        }`,
+        { permanent: true, dsn: "5.1.3" },
+      );
+    }
+    return out;
+  });
 }
 
 /** Most stderr kept for the DSN. */
@@ -31,28 +81,35 @@ export function expandArg(arg: string, vars: Record<string, string>): string {
 
 /** Runs the command; resolves with a text for the log, or throws DeliveryError. */
 export async function deliverToPipe(opts: PipeDelivery): Promise<string> {
-  const [prog, ...rest] = opts.command;
+  const prog = opts.command[0];
   const vars = opts.vars as unknown as Record<string, string>;
+  const args = guardArgs(opts.command, vars);
+  const home = opts.account?.home ?? "";
+  const cwd = home.startsWith("/") && (await Deno.stat(home).catch(() => null))?.isDirectory
+    ? home
+    : "/";
   const ids = opts.uid !== undefined && opts.gid !== undefined
     ? { uid: opts.uid, gid: opts.gid }
     : {};
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command(prog, {
-      args: rest.map((a) => expandArg(a, vars)),
+  const spawn = (dir: string) =>
+    new Deno.Command(prog, {
+      args,
+      cwd: dir,
       stdin: "piped",
       stdout: "null",
       stderr: "piped",
       clearEnv: true,
-      env: {
-        PATH: "/usr/bin:/bin",
-        SENDER: opts.vars.sender,
-        RECIPIENT: opts.vars.recipient,
-        USER: opts.vars.user,
-        DOMAIN: opts.vars.domain,
-      },
+      env: pipeEnv(opts),
       ...ids,
     }).spawn();
+  let child: Deno.ChildProcess;
+  try {
+    try {
+      child = spawn(cwd);
+    } catch (err) {
+      if (cwd === "/") throw err;
+      child = spawn("/"); // a home the account cannot enter: "/" as Postfix does
+    }
   } catch (err) {
     throw new DeliveryError(`Cannot run ${prog}: ${(err as Error).message}`, { dsn: "4.3.0" });
   }

@@ -5,15 +5,19 @@
  * keeps its session open while messages keep coming (one transaction at a
  * time per program), restarts it when it has died, and ends it after the
  * cache idle time. The program is started from an argv list, never a shell,
- * as the configured uid and gid.
+ * as the configured uid and gid, through the manager's spawner (directly, or
+ * by the privileged helper once the manager runs as `user`); its stderr is
+ * captured, bounded, and logged when it exits.
  */
 import type { RunAs } from "../route/types.ts";
 import { endResults, type OutgoingMessage, type SendResult } from "../smtp/client.ts";
 import { PipeWire } from "../smtp/client_conn.ts";
 import { SessionEnd, SmtpSession } from "../smtp/client_session.ts";
+import { DirectSpawner, type SpawnedChild, type Spawner } from "../sys/spawn.ts";
+import { logWarn } from "../log/log.ts";
 
 interface Running {
-  child: Deno.ChildProcess;
+  child: SpawnedChild;
   session: SmtpSession;
   exited: boolean;
 }
@@ -30,6 +34,8 @@ export interface ProgramOptions {
   helo: string;
   replyTimeoutMs: number;
   idleMs: number;
+  /** Who starts the programs (default: directly from this process). */
+  spawner?: Spawner;
 }
 
 /** Long-running LMTP programs by command line and user. */
@@ -110,17 +116,10 @@ export class ProgramPool {
   }
 
   async #start(command: string[], user: RunAs | null, relay: string): Promise<Running> {
-    let child: Deno.ChildProcess;
+    let child: SpawnedChild;
     try {
-      child = new Deno.Command(command[0], {
-        args: command.slice(1),
-        stdin: "piped",
-        stdout: "piped",
-        stderr: "null",
-        clearEnv: true,
-        env: { PATH: "/usr/bin:/bin" },
-        ...(user && Deno.uid() === 0 ? { uid: user.uid, gid: user.gid } : {}),
-      }).spawn();
+      const spawner = this.#opts.spawner ?? new DirectSpawner();
+      child = await spawner.spawn({ kind: "program", argv: command, user });
     } catch (err) {
       throw new SessionEnd({
         outcome: "deferred",
@@ -131,14 +130,19 @@ export class ProgramPool {
       });
     }
     const running = { child, exited: false } as Running;
-    child.status.then(() => running.exited = true);
+    child.status.then((st) => {
+      running.exited = true;
+      if (st.code !== 0 || st.signal || st.stderr) {
+        logWarn("program exited", {
+          relay,
+          status: st.signal ?? st.code,
+          stderr: st.stderr || undefined,
+        });
+      }
+    });
     const wire = new PipeWire(child.stdout, child.stdin, {
       name: relay,
-      onDestroy: () => {
-        try {
-          child.kill("SIGTERM");
-        } catch { /* gone */ }
-      },
+      onDestroy: () => child.kill("SIGTERM"),
     });
     running.session = await SmtpSession.open(wire, {
       helo: this.#opts.helo,
@@ -155,11 +159,7 @@ export class ProgramPool {
     const r = slot.running;
     slot.running = null;
     if (!r) return;
-    void r.session.quit().finally(() => {
-      try {
-        r.child.kill("SIGTERM");
-      } catch { /* gone */ }
-    });
+    void r.session.quit().finally(() => r.child.kill("SIGTERM"));
   }
 
   /** Ends every program. */

@@ -11,6 +11,9 @@ import type { Config, ListenerConfig } from "../config/types.ts";
 import { logError, logEvent, logWarn } from "../log/log.ts";
 import type { SaslContext } from "../smtp/auth_exchange.ts";
 import { SpaceMonitor } from "../spool/space.ts";
+import { parseMilterAddress } from "../config/milter_address.ts";
+import { MilterChain, type MilterSettings } from "../milter/chain.ts";
+import type { FilterClient, SessionFilter } from "../smtp/filter.ts";
 import { type Listener, type ListenerContext, startSmtpListener } from "./smtp_listener.ts";
 
 export type { Listener };
@@ -31,10 +34,29 @@ function loadContext(lc: ListenerConfig): tls.SecureContext {
   });
 }
 
+/** The listener's milters as a session filter; undefined when it has none. */
+function milterFilter(
+  cfg: Config,
+  lc: ListenerConfig,
+): ((client: FilterClient) => Promise<SessionFilter>) | undefined {
+  if (lc.milters.length === 0) return undefined;
+  const m = cfg.milter;
+  const settings: MilterSettings = {
+    milters: lc.milters.map((name) => ({ name, address: parseMilterAddress(name) })),
+    defaultAction: m.defaultAction,
+    timeouts: {
+      connect: m.connectTimeout * 1000,
+      command: m.commandTimeout * 1000,
+      content: m.contentTimeout * 1000,
+    },
+  };
+  return (client) => MilterChain.open(settings, client);
+}
+
 /** Starts all listeners of `cfg`; rejects (after closing any started) when one fails. */
 export async function startListeners(
   cfg: Config,
-  base: Omit<ListenerContext, "secureContext" | "sasl" | "space">,
+  base: Omit<ListenerContext, "secureContext" | "sasl" | "space" | "openFilter">,
 ): Promise<ListenerGroup> {
   const contexts = new Map<ListenerConfig, tls.SecureContext>();
   const loadAllTls = (initial: boolean) => {
@@ -78,6 +100,7 @@ export async function startListeners(
           space,
           secureContext: lc.tls === "none" ? undefined : () => contexts.get(lc)!,
           sasl: lc.auth === "sasl" ? sasl : undefined,
+          openFilter: milterFilter(cfg, lc),
         }),
       );
     }

@@ -6,10 +6,12 @@
  * TLS before the session starts, and can be closed, waiting for sessions.
  */
 import * as net from "node:net";
+import { closeOnExecAll } from "../sys/cloexec.ts";
 import { peerCred } from "../auth/peercred.ts";
 import { formatListenAddress } from "../config/listeners.ts";
 import type { ListenerConfig } from "../config/types.ts";
 import { logEvent, logWarn } from "../log/log.ts";
+import { metrics } from "../metrics/metrics.ts";
 import { Conn } from "../net/conn.ts";
 import { formatReply, reply } from "../smtp/reply.ts";
 import { runSession, type SessionContext } from "../smtp/session.ts";
@@ -25,8 +27,12 @@ export interface Listener {
   close(graceMs: number): Promise<void>;
 }
 
-/** What every session of a listener shares; the listener adds itself. */
-export type ListenerContext = Omit<SessionContext, "listener">;
+/**
+ * What every session of a listener shares; the listener adds itself. `gate`:
+ * sessions accepted before it resolves wait for it (the manager binds as
+ * root and lets sessions in only after switching to `user`).
+ */
+export type ListenerContext = Omit<SessionContext, "listener"> & { gate?: Promise<void> };
 
 /** Binds a listener; rejects with a clear message when the address cannot be bound. */
 export async function startSmtpListener(
@@ -42,6 +48,7 @@ export async function startSmtpListener(
     // RFC 5321 §3.8: a server that cannot take the connection answers 421 and closes.
     socket.end(formatReply(reply(421, "4.3.2", `${ctx.config.hostname} Error: ${why}`)));
     logWarn("connection refused", { client: socket.remoteAddress ?? "unix", reason: why });
+    metrics.rejected(formatListenAddress(lc.address), 421, "4.3.2");
   };
   const accept = async (socket: net.Socket, ip: string) => {
     let conn: Conn;
@@ -72,7 +79,7 @@ export async function startSmtpListener(
     open.add(socket);
     if (ip !== "") perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
     socket.on("error", () => {}); // reported through the session's reads
-    const done = accept(socket, ip).catch((err) => {
+    const done = (base.gate ?? Promise.resolve()).then(() => accept(socket, ip)).catch((err) => {
       logWarn("session error", { client: ip || "unix", error: String(err) });
     }).finally(() => {
       socket.destroy();
@@ -91,6 +98,7 @@ export async function startSmtpListener(
       reject(new Error(`Cannot listen on ${shown}: ${err.message}`));
     });
     const bound = () => {
+      closeOnExecAll(); // node:net listeners are not close-on-exec by themselves
       let where = shown;
       if (lc.address.kind === "unix") {
         const path = lc.address.path;

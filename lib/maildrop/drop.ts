@@ -2,10 +2,12 @@
  * The shim's side of the maildrop (Postfix's postdrop): writes one message
  * into the maildrop directory as the submitting user. The file is created
  * with O_CREAT|O_EXCL (which also refuses to follow a symlink planted at
- * the name), mode 0600, so it is owned by the submitting uid — the identity
- * the pickup trusts. It is fdatasync'ed and only then marked complete with
- * the owner-execute bit. The directory is mode 1733: anyone may create,
- * nobody may list it or remove another user's file.
+ * the name), mode 0644, so it is owned by the submitting uid — the identity
+ * the pickup trusts — and readable by the manager, which runs as its own
+ * `user`, not root (docs/security.md). It is fdatasync'ed and only then marked
+ * complete with the owner-execute bit. The directory is mode 1733: anyone
+ * may create, nobody but its owner may list it (so nobody learns another
+ * drop's random 96-bit name to read it) or remove another user's file.
  */
 import { syncDir, writeAll } from "../spool/durable.ts";
 import { type DropEnvelope, encodeDrop } from "./format.ts";
@@ -42,7 +44,7 @@ export async function dropMessage(
 ): Promise<string> {
   const name = dropName();
   const path = `${dir}/${name}`;
-  const file = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
+  const file = await Deno.open(path, { write: true, createNew: true, mode: 0o644 });
   try {
     await writeAll(file, encodeDrop(env, content));
     await file.syncData();
@@ -53,7 +55,7 @@ export async function dropMessage(
   }
   file.close();
   // The completeness marker, set last: the pickup ignores files without it.
-  await Deno.chmod(path, 0o700);
+  await Deno.chmod(path, 0o744);
   await syncDir(dir).catch(() => {}); // a directory we cannot open (1733): the file is synced
   return name;
 }

@@ -1,10 +1,11 @@
 /**
  * The manager's side of the maildrop (Postfix's pickup): turns dropped
- * files into spool messages. Nothing in a file is trusted before its
- * metadata is checked twice — by name (lstat: a regular file, not a
- * symlink, one link, marked complete) and on the opened descriptor (fstat:
- * the same inode, still one link) — and the file's owner, not anything
- * written inside, is the submitter. A sender address that is not the
+ * files into spool messages. The directory is writable by everyone, so a
+ * name is opened first (O_NOFOLLOW|O_NONBLOCK: a symlink, FIFO or device
+ * swapped in never blocks or redirects anything) and only the descriptor is
+ * judged (regular, one link, marked complete), reading at most the size
+ * limit plus one byte however the file grows (lib/sys/safe_open.ts); the
+ * file's owner, not anything written inside, is the submitter. A sender address that is not the
  * owner's own (unless the owner is root or a trusted user) is refused or
  * flagged with X-Authentication-Warning, per `sendmail.untrusted_sender`.
  * The spool commit happens before the drop file is removed: a crash in
@@ -19,6 +20,7 @@ import type { Spool } from "../spool/spool.ts";
 import { decodeDrop, type DropEnvelope } from "./format.ts";
 import { loginOf } from "../sys/passwd.ts";
 import { senderAllowed } from "./sender_policy.ts";
+import { type SafeRead, safeReadFile, UnsafeFileError } from "../sys/safe_open.ts";
 
 /** Incomplete drops older than this are abandoned (the shim died while writing). */
 const ABANDONED_MS = 24 * 3600 * 1000;
@@ -28,6 +30,7 @@ export async function pickupMaildrop(
   cfg: Config,
   spool: Spool,
   onQueued: (id: string) => void = () => {},
+  opts: { onWaiting?: () => void } = {},
 ): Promise<number> {
   const dir = cfg.sendmail.maildropDir;
   const names: string[] = [];
@@ -48,7 +51,7 @@ export async function pickupMaildrop(
       if (id !== null) {
         n++;
         onQueued(id);
-      }
+      } else opts.onWaiting?.();
     } catch (err) {
       logWarn("maildrop: file refused", { file: name, error: (err as Error).message });
     }
@@ -58,52 +61,34 @@ export async function pickupMaildrop(
 
 /** Checks, queues and removes one drop file; null when it is not ready yet. */
 async function pickupOne(cfg: Config, spool: Spool, path: string): Promise<string | null> {
-  const st = await Deno.lstat(path);
-  if (!st.isFile) {
-    // A symlink, fifo or device planted by someone: drop the name, never open it.
-    if (st.isSymlink || !st.isDirectory) await Deno.remove(path);
-    throw new Error("Not a regular file");
-  }
-  if (((st.mode ?? 0) & 0o100) === 0) {
-    if (st.mtime && Date.now() - st.mtime.getTime() > ABANDONED_MS) await Deno.remove(path);
-    return null; // still being written
-  }
-  if (st.nlink !== 1) {
-    await Deno.remove(path); // a hard link to someone else's file: unlink our name only
-    throw new Error(`File has ${st.nlink} links`);
-  }
-  if (st.size > cfg.limits.messageSize + 64 * 1024) {
-    await Deno.remove(path);
-    throw new Error(`File of ${st.size} bytes exceeds the message size limit`);
-  }
-  const file = await Deno.open(path, { read: true });
-  let bytes: Uint8Array;
-  let uid: number;
+  // Open first (no symlink followed, never blocking on a FIFO or device),
+  // then judge only the descriptor: the name can be swapped at any time.
+  let read: SafeRead | null;
   try {
-    const fst = await file.stat();
-    if (!fst.isFile || fst.ino !== st.ino || fst.dev !== st.dev || fst.nlink !== 1) {
-      throw new Error("File changed between checks");
+    read = await safeReadFile(path, {
+      limit: cfg.limits.messageSize + 64 * 1024,
+      readIf: (st) => (st.mode & 0o100) !== 0,
+    });
+  } catch (err) {
+    if (err instanceof UnsafeFileError) {
+      // A symlink, FIFO, device, hard link or oversized file: drop our name, never the target.
+      await Deno.remove(path).catch(() => {});
     }
-    uid = fst.uid ?? -1;
-    bytes = new Uint8Array(fst.size);
-    let got = 0;
-    while (got < bytes.length) {
-      const r = await file.read(bytes.subarray(got));
-      if (r === null) break;
-      got += r;
-    }
-    bytes = bytes.subarray(0, got);
-  } finally {
-    file.close();
+    throw err;
+  }
+  if (read === null) return null; // gone already
+  if (read.skipped) {
+    if (Date.now() - read.stat.mtimeMs > ABANDONED_MS) await Deno.remove(path);
+    return null; // still being written
   }
   let drop;
   try {
-    drop = decodeDrop(bytes);
+    drop = decodeDrop(read.bytes);
   } catch (err) {
     await Deno.remove(path);
     throw err;
   }
-  const id = await queueDrop(cfg, spool, { uid, ...drop });
+  const id = await queueDrop(cfg, spool, { uid: read.uid, ...drop });
   await Deno.remove(path);
   return id;
 }

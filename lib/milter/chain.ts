@@ -11,8 +11,8 @@
  */
 import { logWarn } from "../log/log.ts";
 import { applyChanges, splitMessage } from "./apply.ts";
+import type { MilterAddress } from "../config/milter_address.ts";
 import {
-  type MilterAddress,
   type MilterSession,
   MilterSession as Session,
   type MilterTimeouts,
@@ -94,10 +94,15 @@ export class MilterChain {
     return chain;
   }
 
-  /** HELO/EHLO. */
+  /**
+   * HELO/EHLO. Only a refusal that arises now answers the HELO; one from
+   * connect time (a milter down, or refusing the client) answers MAIL on,
+   * so the client learns why in a transaction, as with Postfix.
+   */
   async helo(name: string): Promise<Reply | null> {
+    const before = this.#sticky;
     for (const slot of this.#live()) await this.#each(slot, (x) => x.helo(name), true);
-    return this.#sticky;
+    return this.#sticky !== before ? this.#sticky : null;
   }
 
   /** MAIL FROM; a refusal is for this transaction only. */

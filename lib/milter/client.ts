@@ -10,6 +10,7 @@
  * (SMFIP_NO*) are not sent, and steps it asked not to answer
  * (SMFIP_NR_*) are not waited for.
  */
+import type { MilterAddress } from "../config/milter_address.ts";
 import { Conn, TimeoutError } from "../net/conn.ts";
 import {
   Actions,
@@ -27,9 +28,6 @@ import {
   strings,
   SUPPORTED_PROTO,
 } from "./protocol.ts";
-
-/** Where a milter listens: "inet:host:port" / "host:port", or "unix:/path". */
-export type MilterAddress = { host: string; port: number } | { path: string };
 
 /** Deadlines, in milliseconds. */
 export interface MilterTimeouts {
@@ -55,22 +53,6 @@ export type Modification = Extract<
 
 /** The milter did not answer as the protocol says (down, slow, or broken). */
 export class MilterUnavailable extends Error {}
-
-/** Parses a milter address from the config. */
-export function parseMilterAddress(text: string): MilterAddress {
-  if (text.startsWith("unix:")) {
-    const path = text.slice(5);
-    if (!path.startsWith("/")) throw new Error(`Milter socket ${text} must be an absolute path`);
-    return { path };
-  }
-  const rest = text.startsWith("inet:") ? text.slice(5) : text;
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(rest);
-  const port = m ? Number(m[3]) : 0;
-  if (!m || port < 1 || port > 65535) {
-    throw new Error(`Milter address ${JSON.stringify(text)} is not unix:/path or inet:host:port`);
-  }
-  return { host: m[1] ?? m[2], port };
-}
 
 function describe(a: MilterAddress): string {
   return "path" in a ? `unix:${a.path}` : `inet:${a.host}:${a.port}`;

@@ -5,19 +5,30 @@
  * through the connection cache and per-destination limits, local mailboxes
  * and pipes in worker children as the recipient's uid/gid), append each
  * group's results to the journal as they arrive, then send the bounce or
- * delay warning the results call for (notify.ts).
+ * delay warning the results call for (notify.ts). A remote server's reply
+ * after the content is journaled the moment it is read (onResults), through
+ * a journal opened before delivery starts: a kill -9 between the peer's 250
+ * and that write means the message goes out again (docs/reliability.md).
  */
 import type { Config } from "../config/types.ts";
 import { delaySeconds, logEvent, logWarn } from "../log/log.ts";
 import type { AliasTable } from "../route/aliases.ts";
 import { fixedRoute } from "../route/fixed.ts";
-import { encodeSpecial, PROTOCOL_ALIAS, route, type Routed } from "../route/router.ts";
+import {
+  encodeSpecial,
+  forwardExpansion,
+  PROTOCOL_ALIAS,
+  route,
+  type Routed,
+} from "../route/router.ts";
+import { safeReadTextSync } from "../sys/safe_open.ts";
 import type { Destination } from "../route/types.ts";
 import type { OutgoingMessage, RecipientResult, SendResult } from "../smtp/client.ts";
+import { JournalWriter } from "../spool/journal_writer.ts";
 import type { JournalRecord, MessageState, RecipientState } from "../spool/records.ts";
 import type { Spool } from "../spool/spool.ts";
-import type { DeliveryJob, JobTarget, WorkerReport } from "../worker/protocol.ts";
-import type { RunOptions } from "../worker/run_job.ts";
+import type { DeliveryJob, JobResult, JobTarget, WorkerReport } from "../worker/protocol.ts";
+import { type RunOptions, WorkerError } from "../worker/run_job.ts";
 import {
   deliverNet,
   destinationKey,
@@ -29,6 +40,7 @@ import { countReceived, headerOf } from "./bounce.ts";
 import type { DestinationLimiter } from "./limits.ts";
 import { notify } from "./notify.ts";
 import { retryDelayMs } from "./retry.ts";
+import { metrics } from "../metrics/metrics.ts";
 
 /** What a delivery pass needs from the manager. */
 export interface DispatchDeps {
@@ -40,6 +52,8 @@ export interface DispatchDeps {
   programs: ProgramPool;
   aliases: () => AliasTable;
   runJob: (job: DeliveryJob, opts: Omit<RunOptions, "timeoutMs">) => Promise<WorkerReport>;
+  /** Whether children can run as other uids (root, or the privileged helper is there). */
+  switchesUsers: () => boolean;
   /** Test seam replacing all network delivery. */
   relay?: (state: MessageState, rcpts: RecipientState[]) => Promise<SendResult>;
   /** Queues a message skiff made (bounce, alias expansion). */
@@ -62,7 +76,9 @@ export async function dispatch(
   );
   if (due.length > 0) {
     const records: Promise<void>[] = [];
-    const appender = new Appender(deps, state);
+    // Opened before any delivery starts, so that none of the open's file-system
+    // calls falls between a peer's 250 and the write of its record.
+    await using appender = await Appender.open(deps, state);
     if (await loops(deps, state)) {
       await appender.add(due.map((r) => ({
         t: "failed",
@@ -75,7 +91,7 @@ export async function dispatch(
       const ctx = {
         aliases: deps.aliases(),
         readFile: readSmall,
-        root: Deno.uid() === 0,
+        root: deps.switchesUsers(),
       };
       // A listener with a fixed destination overrides the routing table.
       const fixed = state.envelope.params?.destination;
@@ -92,19 +108,56 @@ export async function dispatch(
   return await notify(deps, state);
 }
 
-/** Serialises journal appends of one message ("one appender at a time") and logs them. */
+/**
+ * The one appender of a message during a pass. Each add() is written at
+ * once through a JournalWriter opened for the pass (writes keep call order,
+ * fdatasyncs are coalesced) and logged, in order, once durable.
+ */
 class Appender {
   #chain: Promise<void> = Promise.resolve();
-  constructor(private deps: DispatchDeps, private state: MessageState) {}
+  /** Recipients whose result a server's reply settled this pass (settle()). */
+  #settled = new Set<number>();
+  private constructor(private state: MessageState, private writer: JournalWriter) {}
 
+  /** Opens the message's journal for the pass; closed at the end of the `await using` scope. */
+  static async open(deps: DispatchDeps, state: MessageState): Promise<Appender> {
+    const id = state.envelope.id;
+    return new Appender(state, await JournalWriter.open(deps.spool.path(id), id));
+  }
+
+  /** Journals records; a result for a recipient settle() already journaled is dropped. */
   add(records: JournalRecord[]): Promise<void> {
+    records = records.filter((r) => !("rcpt" in r && this.#settled.has(r.rcpt)));
     if (records.length === 0) return Promise.resolve();
+    const written = this.writer.append(records);
+    written.catch(() => {}); // observed below, perhaps after it settles
     const run = this.#chain.then(async () => {
-      await this.deps.spool.append(this.state.envelope.id, records);
+      await written;
       for (const r of records) logResult(this.state, r);
+      for (const r of records) metrics.result(this.state, r);
     });
     this.#chain = run.catch(() => {});
     return run;
+  }
+
+  /**
+   * Journals the results a server's reply settled, the moment it is read;
+   * the same results coming back at the end of the session are then
+   * dropped by add(). Never rejects: a failed write is logged and the
+   * recipient, left without a record, is tried again on a later pass.
+   */
+  settle(records: JournalRecord[]): void {
+    const run = this.add(records);
+    for (const r of records) if ("rcpt" in r) this.#settled.add(r.rcpt);
+    run.catch((err) =>
+      logWarn("journal write failed", { id: this.state.envelope.id, error: String(err) })
+    );
+  }
+
+  /** Waits for the pending writes, then closes the journal. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#chain;
+    await this.writer.close();
   }
 }
 
@@ -166,7 +219,8 @@ async function expire(deps: DispatchDeps, state: MessageState): Promise<MessageS
       text: `Message expired after ${life} s in the queue; last error: ${r.text ?? "none"}`,
     }));
   if (records.length === 0) return state;
-  await new Appender(deps, state).add(records);
+  await using out = await Appender.open(deps, state);
+  await out.add(records);
   return await deps.spool.load(state.envelope.id);
 }
 
@@ -180,14 +234,17 @@ async function loops(deps: DispatchDeps, state: MessageState): Promise<boolean> 
   return countReceived(head) > deps.cfg.delivery.maxReceived;
 }
 
+/**
+ * Reads an :include: file of the aliases file (the administrator's): no
+ * symlink followed, no FIFO blocked on, a regular file with one link owned
+ * by root or skiff's user, not writable by others, at most 1 MiB.
+ */
 function readSmall(path: string): string | null {
-  try {
-    const st = Deno.statSync(path);
-    if (!st.isFile || st.size > 1024 * 1024) return null;
-    return Deno.readTextFileSync(path);
-  } catch {
-    return null;
-  }
+  return safeReadTextSync(path, {
+    limit: 1024 * 1024,
+    owners: [0, Deno.uid() ?? 0],
+    noOtherWrite: true,
+  });
 }
 
 /** A set of recipients delivered together. */
@@ -209,6 +266,7 @@ function groupDue(all: Due[]): Group[] {
     const x = d.routed;
     if (x.type === "fail") put("now", "fail", d);
     else if (x.type === "expand") put("expand", d.r.address, d);
+    else if (x.forward) put("local", JSON.stringify(x.runAs), d);
     else {
       const dest = x.destination;
       if (dest.kind === "discard" || dest.kind === "error") put("now", dest.kind, d);
@@ -273,6 +331,12 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
         resultRecord(deps, rcpts[i], x, res.relay, dsnHop(g, res))
       ),
     );
+  // What a reply after the content settles is journaled as soon as it is read.
+  const send = (msg: OutgoingMessage): OutgoingMessage => ({
+    ...msg,
+    onResults: (settled, relay) =>
+      out.settle(settled.map((s) => resultRecord(deps, rcpts[s.index], s.result, relay))),
+  });
   try {
     if (g.kind === "now") {
       return await out.add(g.items.map(({ r, routed }) => {
@@ -304,7 +368,9 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
       const release = await deps.limiter.acquire(g.key, first.concurrency, first.rate);
       try {
         const dest = netDest(first.destination, first.domain);
-        return await fromResults(await deliverNet(dest, outgoing(deps, state, rcpts), deps.net));
+        return await fromResults(
+          await deliverNet(dest, send(outgoing(deps, state, rcpts)), deps.net),
+        );
       } finally {
         release();
       }
@@ -314,7 +380,7 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
       const release = await deps.limiter.acquire(g.key, 1, first.rate);
       try {
         return await fromResults(
-          await deps.programs.deliver(dest.command, dest.user, outgoing(deps, state, rcpts)),
+          await deps.programs.deliver(dest.command, dest.user, send(outgoing(deps, state, rcpts))),
         );
       } finally {
         release();
@@ -342,9 +408,10 @@ async function local(deps: DispatchDeps, state: MessageState, g: Group, out: App
     const x = routed as Extract<Routed, { type: "deliver" }>;
     return {
       rcpt: r.index,
-      address: r.address,
+      address: x.original ?? r.address,
       user: x.user || "unknown",
       destination: x.destination,
+      ...(x.forward ? { forward: x.forward } : {}),
     };
   });
   const runAs = (g.items[0].routed as Extract<Routed, { type: "deliver" }>).runAs;
@@ -357,19 +424,21 @@ async function local(deps: DispatchDeps, state: MessageState, g: Group, out: App
     targets,
     log: deps.cfg.log,
   };
-  // Switching uid/gid needs root; otherwise the child runs as skiff's own user (docs/delivery.md).
-  const ids = runAs && Deno.uid() === 0 ? { uid: runAs.uid, gid: runAs.gid } : {};
+  // Switching uid/gid needs root or the helper; otherwise the child runs as skiff's own user
+  // (docs/delivery.md): the spawner decides.
   const byIndex = new Map(g.items.map(({ r }) => [r.index, r]));
   try {
     const report = await deps.runJob(job, {
       content: async () => (await deps.spool.content(state.envelope.id)).stream,
-      ...ids,
+      user: deps.switchesUsers() ? runAs : null,
     });
+    const known = report.results.filter((x) => byIndex.has(x.rcpt));
     await out.add(
-      report.results.filter((x) => byIndex.has(x.rcpt)).map((x) =>
-        resultRecord(deps, byIndex.get(x.rcpt)!, x, "local")
+      known.filter((x) => x.outcome !== "expand" && x.outcome !== "noforward").map((x) =>
+        resultRecord(deps, byIndex.get(x.rcpt)!, x as JobResult & { outcome: "delivered" }, "local")
       ),
     );
+    await forwarded(deps, state, { items: g.items, results: known, out });
     const missing = g.items.filter(({ r }) => !report.results.some((x) => x.rcpt === r.index));
     await out.add(
       missing.map(({ r }) =>
@@ -382,16 +451,74 @@ async function local(deps: DispatchDeps, state: MessageState, g: Group, out: App
       ),
     );
   } catch (err) {
+    // The whole cause (with the worker's stderr) on the message's log line; a short one
+    // in the deferral text, which may end up in a delay notice to the sender.
+    const e = err as WorkerError;
+    logWarn("worker failed", {
+      id: state.envelope.id,
+      user: runAs?.name ?? "(skiff)",
+      error: e.message ?? String(err),
+      stderr: e.stderr || undefined,
+    });
+    const cause = e instanceof WorkerError ? e.message.slice(0, 200) : String(err).slice(0, 200);
     await out.add(
       g.items.map(({ r }) =>
         resultRecord(deps, r, {
           outcome: "deferred",
           dsn: "4.3.0",
-          text: `Local delivery failed: ${(err as Error).message ?? err}`,
+          text: `Local delivery failed: ${cause}`,
         }, "local")
       ),
     );
   }
+}
+
+/**
+ * What workers found in ~/.forward files: targets become an ALIAS message
+ * (expanded here, as the forwarding user, with the manager's own checks);
+ * "noforward" recipients are routed past .forward and delivered now.
+ */
+async function forwarded(
+  deps: DispatchDeps,
+  state: MessageState,
+  o: { items: Due[]; results: JobResult[]; out: Appender },
+) {
+  const due = (x: JobResult) => o.items.find(({ r }) => r.index === x.rcpt)!;
+  const again: Due[] = [];
+  const root = deps.switchesUsers();
+  const ctx = { aliases: deps.aliases(), readFile: readSmall, root, skipForward: true };
+  for (const x of o.results) {
+    const d = due(x);
+    if (x.outcome === "noforward") {
+      again.push({ r: d.r, routed: route(deps.cfg, ctx, d.r.address, state.envelope.protocol) });
+    } else if (x.outcome === "expand" && x.targets) {
+      const first = d.routed as Extract<Routed, { type: "deliver" }>;
+      const routed = forwardExpansion(deps.cfg, {
+        address: d.r.address,
+        targets: x.targets,
+        runAs: first.runAs,
+        why: first.forward?.path ?? ".forward",
+      });
+      try {
+        if (routed.type === "expand") await expand(deps, state, { r: d.r, routed }, o.out);
+        else {
+          await o.out.add([resultRecord(deps, d.r, {
+            outcome: "failed",
+            dsn: routed.type === "fail" ? routed.dsn : "5.4.6",
+            text: routed.type === "fail" ? routed.text : "Bad .forward",
+          }, "local")]);
+        }
+      } catch (err) {
+        // Only this recipient is retried; the others' results are already recorded.
+        await o.out.add([resultRecord(deps, d.r, {
+          outcome: "deferred",
+          dsn: "4.3.0",
+          text: `Forwarding failed: ${(err as Error).message ?? err}`,
+        }, "local")]);
+      }
+    }
+  }
+  await Promise.all(groupDue(again).map((g) => runGroup(deps, state, g, o.out)));
 }
 
 /**
@@ -401,7 +528,9 @@ async function local(deps: DispatchDeps, state: MessageState, g: Group, out: App
  */
 async function expand(deps: DispatchDeps, state: MessageState, d: Due, out: Appender) {
   const x = d.routed as Extract<Routed, { type: "expand" }>;
-  const recipients = x.targets.map((t) => ({ address: encodeSpecial(t, x.runAs) }));
+  const recipients = x.targets.map((t) => ({
+    address: encodeSpecial(t, x.runAs, d.r.address),
+  }));
   if (recipients.length === 0) {
     return await out.add([
       resultRecord(deps, d.r, {

@@ -12,7 +12,7 @@ import type { SendResult } from "../smtp/client.ts";
 import { logError, logEvent, logWarn } from "../log/log.ts";
 import { type AliasTable, compiledPath, loadAliases } from "../route/aliases.ts";
 import type { MessageState, RecipientState } from "../spool/records.ts";
-import type { Spool } from "../spool/spool.ts";
+import { type Spool, SpoolCorruptError } from "../spool/spool.ts";
 import type { DeliveryJob, WorkerReport } from "../worker/protocol.ts";
 import { type RunOptions, runWorkerJob } from "../worker/run_job.ts";
 import { ConnectionCache } from "../deliver/conn_cache.ts";
@@ -20,6 +20,7 @@ import type { NetContext } from "../deliver/smtp.ts";
 import { ProgramPool } from "../deliver/program.ts";
 import { TlsPolicy } from "../tlspolicy/policy.ts";
 import { reportSender } from "../tlspolicy/rpt_send.ts";
+import type { Spawner } from "../sys/spawn.ts";
 import { dispatch, type DispatchDeps } from "./dispatch.ts";
 import { DestinationLimiter, type LimiterClock } from "./limits.ts";
 
@@ -33,6 +34,8 @@ export interface ManagerOptions {
   relay?: (state: MessageState, rcpts: RecipientState[]) => Promise<SendResult>;
   /** Overrides of the network context (tests: MX port, CAs). */
   net?: Partial<NetContext>;
+  /** Who starts workers and programs (default: directly, lib/sys/spawn.ts). */
+  spawner?: Spawner;
   /** The per-destination rate limit's clock and sleep (tests; default the real ones). */
   limiterClock?: Partial<LimiterClock>;
 }
@@ -72,6 +75,7 @@ export class QueueManager {
       helo: cfg.hostname,
       replyTimeoutMs,
       idleMs: d.cacheIdle * 1000,
+      spawner: opts.spawner,
     });
     const resolver = { nameserver: d.nameserver, timeoutMs: d.dnsTimeout * 1000 };
     const tlsPolicy: TlsPolicy = new TlsPolicy({
@@ -112,7 +116,13 @@ export class QueueManager {
       programs: this.#programs,
       aliases: () => this.#aliases,
       runJob: opts.runJob ??
-        ((job, o) => runWorkerJob(job, { ...o, timeoutMs: cfg.queue.workerTimeout * 1000 })),
+        ((job, o) =>
+          runWorkerJob(job, {
+            ...o,
+            spawner: opts.spawner,
+            timeoutMs: cfg.queue.workerTimeout * 1000,
+          })),
+      switchesUsers: () => opts.spawner?.kind === "privhelper" || Deno.uid() === 0,
       relay: opts.relay,
       enqueue: (id) => this.enqueue(id),
     };
@@ -190,9 +200,12 @@ export class QueueManager {
       if (this.#due.has(id) || this.#active.has(id) || this.#withdrawn.has(id)) continue;
       try {
         const state = await this.#spool.load(id);
+        // A delivery may have started (or even finished) while the file was read.
+        if (this.#due.has(id) || this.#active.has(id) || this.#withdrawn.has(id)) continue;
         this.#due.set(id, state.nextAttempt);
       } catch (err) {
-        logError("unreadable queue file", { id, error: String(err) });
+        if (err instanceof SpoolCorruptError) await this.#quarantine(id, err);
+        else logError("unreadable queue file", { id, error: String(err) });
       }
     }
     this.#pump();
@@ -279,7 +292,10 @@ export class QueueManager {
       if (this.#active.has(id)) continue;
       this.#due.delete(id);
       const run = this.#process(id)
-        .catch((err) => {
+        .catch(async (err) => {
+          if (err instanceof SpoolCorruptError && err.id === id) {
+            return await this.#quarantine(id, err);
+          }
           logError("processing failed", { id, error: String(err) });
           this.#due.set(id, this.#now() + this.#cfg.queue.retryMin * 1000);
         })
@@ -296,11 +312,32 @@ export class QueueManager {
     }
   }
 
+  /**
+   * A queue file that can never be delivered (a bad envelope, a corrupt
+   * journal) leaves queue/ for quarantine/: never delivered, never deleted,
+   * logged once. If even the move fails it stays unscheduled until the next scan.
+   */
+  async #quarantine(id: string, err: SpoolCorruptError): Promise<void> {
+    try {
+      const path = await this.#spool.quarantine(id);
+      logError("queue file quarantined", { id, path, error: err.message });
+    } catch (e) {
+      logError("unreadable queue file", { id, error: err.message, quarantine: String(e) });
+    }
+  }
+
   async #process(id: string): Promise<void> {
     const forced = this.#forced.delete(id);
     await this.#aliasesLoaded;
     await this.#refreshAliases();
-    const state = await dispatch(this.#deps, id, forced);
+    let state;
+    try {
+      state = await dispatch(this.#deps, id, forced);
+    } catch (err) {
+      // Gone (removed after its delivery, or by an operator): nothing left to retry.
+      if (err instanceof Deno.errors.NotFound) return;
+      throw err;
+    }
     if (state.done) {
       await this.#spool.remove(id);
       logEvent("removed", { id });

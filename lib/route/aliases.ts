@@ -38,7 +38,7 @@ export function splitCommand(text: string): string[] {
 }
 
 /** Splits a right-hand side at commas outside double quotes. */
-function splitTargets(rhs: string): string[] {
+export function splitTargets(rhs: string): string[] {
   const out: string[] = [];
   let cur = "", quoted = false;
   for (const ch of rhs) {

@@ -46,6 +46,7 @@ const DELIVERY_KEYS = [
   "mbox_dir",
   "local_users",
   ...TLS_POLICY_KEYS,
+  "default_privs",
 ];
 
 const ROUTE_KEYS = [
@@ -180,7 +181,20 @@ export function readDelivery(ctx: RouteReaderContext, raw: unknown): DeliveryCon
     mboxDir: resolve(ctx.cwd, str(ctx, raw, "delivery", "mbox_dir") || "."),
     localUsers: raw.local_users as boolean,
     tlsPolicy: readTlsPolicyConfig(raw, { cwd: ctx.cwd, fail: ctx.fail }),
+    defaultPrivs: defaultPrivs(ctx, raw),
   };
+}
+
+/** delivery.default_privs: a user name or "uid:gid", never root (Postfix refuses that too). */
+function defaultPrivs(ctx: RouteReaderContext, raw: Table): string {
+  const v = raw.default_privs ?? "nobody";
+  const what = 'a user in /etc/passwd or "uid:gid", not root';
+  if (typeof v !== "string" || !/^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$/.test(v)) {
+    ctx.fail("delivery.default_privs", what, v);
+  }
+  const ids = lookupUser(v as string);
+  if (v === "root" || (ids && ids.uid === 0)) ctx.fail("delivery.default_privs", what, v);
+  return v as string;
 }
 
 function destination(ctx: RouteReaderContext, t: Table, key: string): Destination {
@@ -301,6 +315,7 @@ export function describeRouting(
     kv("mbox_dir", d.mboxDir),
     kv("local_users", d.localUsers),
     ...describeTlsPolicy(d.tlsPolicy, { inline: ctx.inline, nameserver: d.nameserver !== null }),
+    kv("default_privs", d.defaultPrivs),
   ];
   for (const r of routes) {
     lines.push("", "[[route]]", kv("domain", r.domain), kv("type", r.destination.kind));

@@ -9,6 +9,7 @@ import { resolveMx } from "../dns/mx.ts";
 import { compiledPath, loadAliases, parseAliases, serializeAliases } from "./aliases.ts";
 import { describeDestination, route } from "./router.ts";
 import { TlsPolicy } from "../tlspolicy/policy.ts";
+import { safeReadTextSync } from "../sys/safe_open.ts";
 
 /** Prints the route of each address; returns the exit code (64 without addresses). */
 export async function routeCommand(cfg: Config, args: string[]): Promise<number> {
@@ -17,13 +18,9 @@ export async function routeCommand(cfg: Config, args: string[]): Promise<number>
     return 64;
   }
   const { table } = await loadAliases(cfg.delivery.aliases);
-  const readFile = (p: string) => {
-    try {
-      return Deno.readTextFileSync(p);
-    } catch {
-      return null;
-    }
-  };
+  // :include: files of the aliases, with the manager's rules (lib/queue/dispatch.ts readSmall).
+  const readFile = (p: string) =>
+    safeReadTextSync(p, { limit: 1024 * 1024, owners: [0, Deno.uid() ?? 0], noOtherWrite: true });
   const ctx = { aliases: table, readFile, root: Deno.uid() === 0 };
   for (const address of args) {
     const r = route(cfg, ctx, address);

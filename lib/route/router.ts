@@ -8,9 +8,10 @@
  */
 import type { Config } from "../config/types.ts";
 import { domainOf } from "../smtp/policy.ts";
-import { type AliasTable, expandAlias, type Expanded, parseTarget } from "./aliases.ts";
+import { type AliasTable, expandAlias, type Expanded } from "./aliases.ts";
 import { findLocalUser, lookupUser, type PasswdEntry } from "../sys/passwd.ts";
 import type { Destination, RunAs } from "./types.ts";
+import type { ForwardTarget } from "../worker/protocol.ts";
 import { maildirUser } from "../deliver/maildir.ts";
 
 /** envelope.protocol of a message made by alias or .forward expansion. */
@@ -31,6 +32,14 @@ export type Routed =
     concurrency: number;
     rate: number;
     why: string;
+    /** The recipient address a command or file target was expanded from (its RECIPIENT). */
+    original?: string;
+    /**
+     * Check the user's ~/.forward first, in a worker running as `runAs`
+     * (never read by the manager); `deliver` says whether that worker may
+     * also deliver to `destination` when there is none (same uid, local kind).
+     */
+    forward?: { path: string; owner: number; deliver: boolean };
   }
   | { type: "expand"; targets: Expanded[]; why: string; runAs: RunAs | null }
   | { type: "fail"; dsn: string; text: string; why: string };
@@ -38,10 +47,34 @@ export type Routed =
 /** What the router needs besides the config. */
 export interface RouterContext {
   aliases: AliasTable;
-  /** Reads :include: and .forward files. */
+  /** Reads :include: files of the aliases file (an administrator's files). */
   readFile: (path: string) => string | null;
   /** Whether skiff runs as root (uid/gid switching possible). */
   root: boolean;
+  /** Route past ~/.forward (a worker found none, or refused it). */
+  skipForward?: boolean;
+}
+
+/**
+ * Who runs a command or file destination that names no user: when skiff is
+ * root, delivery.default_privs (Postfix's default_privs, "nobody"), never
+ * root; otherwise skiff's own user (null). Undefined: that user is unknown.
+ */
+export function defaultPrivs(cfg: Config, ctx: RouterContext): RunAs | null | undefined {
+  if (!ctx.root) return null;
+  const name = cfg.delivery.defaultPrivs;
+  const ids = lookupUser(name);
+  if (!ids || ids.uid === 0) return undefined;
+  return { name, uid: ids.uid, gid: ids.gid };
+}
+
+function unknownPrivs(cfg: Config): Extract<Routed, { type: "fail" }> {
+  return {
+    type: "fail",
+    dsn: "4.3.5",
+    text: `delivery.default_privs user ${cfg.delivery.defaultPrivs} is not in /etc/passwd`,
+    why: "a command or file target with no user while skiff is root",
+  };
 }
 
 /** True for a domain delivered here; "" (a bare name like "postmaster") counts. */
@@ -77,9 +110,9 @@ export function findRoute(cfg: Config, domain: string) {
  * PROTOCOL_ALIAS (made by the manager) may carry them: an SMTP client can
  * never ask for a command or a file.
  */
-export function encodeSpecial(e: Expanded, runAs: RunAs | null): string {
-  if (e.kind === "pipe") return `|${JSON.stringify({ command: e.command, user: runAs })}`;
-  if (e.kind === "file") return `|${JSON.stringify({ file: e.path, user: runAs })}`;
+export function encodeSpecial(e: Expanded, runAs: RunAs | null, rcpt = ""): string {
+  if (e.kind === "pipe") return `|${JSON.stringify({ command: e.command, user: runAs, rcpt })}`;
+  if (e.kind === "file") return `|${JSON.stringify({ file: e.path, user: runAs, rcpt })}`;
   return e.address;
 }
 
@@ -98,38 +131,47 @@ export function route(
   });
   if (protocol === PROTOCOL_ALIAS && (address.startsWith("|") || address.startsWith("/"))) {
     if (address.startsWith("/")) {
+      const privs = defaultPrivs(cfg, ctx);
+      if (privs === undefined) return unknownPrivs(cfg);
       return {
         type: "deliver",
-        destination: { kind: "mbox", path: address, user: null },
+        destination: { kind: "mbox", path: address, user: privs, file: true },
         domain: "",
         user: "",
-        runAs: null,
+        runAs: privs,
         ...limits(),
         why: "file target of an alias or .forward",
       };
     }
     const spec = JSON.parse(address.slice(1)) as
-      | { command: string[]; user: RunAs | null }
-      | { file: string; user: RunAs | null };
+      | { command: string[]; user: RunAs | null; rcpt?: string }
+      | { file: string; user: RunAs | null; rcpt?: string };
+    // Expanded while skiff was not root, delivered now that it is: never as root.
+    const privs = spec.user ?? defaultPrivs(cfg, ctx);
+    if (privs === undefined) return unknownPrivs(cfg);
+    const original = typeof spec.rcpt === "string" && spec.rcpt !== "" ? spec.rcpt : undefined;
+    const who = original ? localPart(original).toLowerCase() : "";
     if ("file" in spec) {
       return {
         type: "deliver",
-        destination: { kind: "mbox", path: spec.file, user: spec.user },
+        destination: { kind: "mbox", path: spec.file, user: privs, file: true },
         domain: "",
-        user: "",
-        runAs: spec.user,
+        user: who,
+        runAs: privs,
         ...limits(),
         why: "file target of an alias or .forward",
+        ...(original ? { original } : {}),
       };
     }
     return {
       type: "deliver",
-      destination: { kind: "pipe", command: spec.command, user: spec.user },
+      destination: { kind: "pipe", command: spec.command, user: privs },
       domain: "",
-      user: "",
-      runAs: spec.user,
+      user: who,
+      runAs: privs,
       ...limits(),
       why: "command target of an alias or .forward",
+      ...(original ? { original } : {}),
     };
   }
   if (!isLocalDomain(cfg, domain)) {
@@ -138,12 +180,14 @@ export function route(
       const user = localPart(address).toLowerCase();
       const bad = badMailbox(r.destination, user);
       if (bad) return bad;
+      const runAs = routeRunAs(cfg, ctx, r.destination, null);
+      if (runAs === undefined) return unknownPrivs(cfg);
       return {
         type: "deliver",
         destination: mailboxIn(r.destination, user),
         domain,
         user,
-        runAs: "user" in r.destination ? r.destination.user : null,
+        runAs,
         ...limits(r),
         why: `[[route]] domain = "${r.domain}"`,
       };
@@ -180,35 +224,50 @@ export function route(
   const user = localPart(address).toLowerCase();
   const isLocal = (a: string) => (isLocalDomain(cfg, domainOf(a)) ? { local: localPart(a) } : null);
   if (protocol !== PROTOCOL_ALIAS) {
-    const owner = ctx.root ? lookupUser("nobody") : null;
-    const runAs = owner ? { name: "nobody", ...owner } : null;
+    const runAs = defaultPrivs(cfg, ctx);
+    if (runAs === undefined && ctx.aliases.has(user)) return unknownPrivs(cfg);
     try {
       const targets = expandAlias(ctx.aliases, user, {
         isLocal,
         readInclude: (p) => ctx.readFile(p) ?? "",
       });
-      if (targets) return { type: "expand", targets, why: `alias "${user}"`, runAs };
+      if (targets) return { type: "expand", targets, why: `alias "${user}"`, runAs: runAs ?? null };
     } catch (err) {
       return { type: "fail", dsn: "5.4.6", text: (err as Error).message, why: `alias "${user}"` };
     }
   }
   const pw: PasswdEntry | null = d.localUsers || d.forward ? findLocalUser(user) : null;
-  if (d.forward && pw && protocol !== PROTOCOL_ALIAS) {
-    const text = ctx.readFile(`${pw.home}/.forward`);
-    if (text !== null && text.trim() !== "") {
-      const runAs = { name: pw.name, uid: pw.uid, gid: pw.gid };
-      try {
-        const table = new Map([[
-          user,
-          text.split(/[,\n]/).filter((s) => s.trim()).map(parseTarget),
-        ]]);
-        const targets = expandAlias(table, user, { isLocal, readInclude: () => "" })!;
-        return { type: "expand", targets, why: `${pw.home}/.forward`, runAs };
-      } catch (err) {
-        return { type: "fail", dsn: "5.4.6", text: (err as Error).message, why: ".forward" };
-      }
-    }
+  const routed = mailboxRoute(cfg, ctx, { domain, user, pw });
+  if (
+    d.forward && pw && protocol !== PROTOCOL_ALIAS && !ctx.skipForward && routed.type !== "fail"
+  ) {
+    // ~/.forward is opened and parsed by a worker running as the user
+    // (lib/worker/forward.ts), never read here: the manager runs as root.
+    const runAs = { name: pw.name, uid: pw.uid, gid: pw.gid };
+    const local = ["mbox", "maildir", "pipe"].includes(routed.destination.kind);
+    const same = !ctx.root || JSON.stringify(routed.runAs) === JSON.stringify(runAs);
+    return {
+      ...routed,
+      runAs,
+      forward: { path: `${pw.home}/.forward`, owner: pw.uid, deliver: local && same },
+      why: `${pw.home}/.forward if safe and present, else ${routed.why}`,
+    };
   }
+  return routed;
+}
+
+/** The local mailbox (or a local domain's [[route]]) of a local recipient. */
+function mailboxRoute(
+  cfg: Config,
+  ctx: RouterContext,
+  r: { domain: string; user: string; pw: PasswdEntry | null },
+): Extract<Routed, { type: "deliver" | "fail" }> {
+  const d = cfg.delivery;
+  const { domain, user, pw } = r;
+  const limits = (x?: { concurrency: number; rate: number }) => ({
+    concurrency: x?.concurrency || d.concurrency,
+    rate: x?.rate || d.rate,
+  });
   let runAs: RunAs | null = null;
   if (d.localUsers) {
     if (!pw) {
@@ -221,23 +280,28 @@ export function route(
     }
     runAs = { name: pw.name, uid: pw.uid, gid: pw.gid };
   }
-  const r = findRoute(cfg, domain);
-  if (r) {
-    const bad = badMailbox(r.destination, user);
+  const rt = findRoute(cfg, domain);
+  if (rt) {
+    const bad = badMailbox(rt.destination, user);
     if (bad) return bad;
+    const who = routeRunAs(cfg, ctx, rt.destination, runAs);
+    if (who === undefined) return unknownPrivs(cfg);
     return {
       type: "deliver",
-      destination: mailboxIn(r.destination, user),
+      destination: mailboxIn(rt.destination, user),
       domain,
       user,
-      runAs: ("user" in r.destination ? r.destination.user : null) ?? runAs,
-      ...limits(r),
-      why: `local domain, [[route]] domain = "${r.domain}"`,
+      runAs: who,
+      ...limits(rt),
+      why: `local domain, [[route]] domain = "${rt.domain}"`,
     };
   }
+  const root = cfg.local.maildirRoot;
   const destination: Destination = d.localMailbox === "mbox"
     ? { kind: "mbox", path: d.mboxDir, user: runAs }
-    : { kind: "maildir", path: cfg.local.maildirRoot, user: runAs };
+    : root.startsWith("~/") && pw
+    ? { kind: "maildir", path: `${pw.home}/${root.slice(2)}`, user: runAs, exact: true }
+    : { kind: "maildir", path: root, user: runAs };
   const bad = badMailbox(destination, user);
   if (bad) return bad;
   return {
@@ -249,6 +313,42 @@ export function route(
     ...limits(),
     why: `local domain "${domain || "(none)"}", ${d.localMailbox} mailbox`,
   };
+}
+
+/**
+ * The expansion of a .forward whose targets a worker read (untrusted, already
+ * shape-checked by protocol.ts): the same loop and size rules as aliases,
+ * and commands and files run as the forwarding user (`runAs`).
+ */
+export function forwardExpansion(
+  cfg: Config,
+  f: { address: string; targets: ForwardTarget[]; runAs: RunAs | null; why: string },
+): Routed {
+  const user = localPart(f.address).toLowerCase();
+  const isLocal = (a: string) => (isLocalDomain(cfg, domainOf(a)) ? { local: localPart(a) } : null);
+  try {
+    const table: AliasTable = new Map([[user, f.targets]]);
+    const targets = expandAlias(table, user, { isLocal, readInclude: () => "" }) ?? [];
+    return { type: "expand", targets, why: f.why, runAs: f.runAs };
+  } catch (err) {
+    return { type: "fail", dsn: "5.4.6", text: (err as Error).message, why: f.why };
+  }
+}
+
+/**
+ * Who a [[route]] destination runs as: its own `user =`, else the local
+ * user (local_users), else for a pipe delivery.default_privs when root.
+ */
+function routeRunAs(
+  cfg: Config,
+  ctx: RouterContext,
+  dest: Destination,
+  local: RunAs | null,
+): RunAs | null | undefined {
+  const own = "user" in dest ? dest.user : null;
+  if (own) return own;
+  if (local) return local;
+  return dest.kind === "pipe" ? defaultPrivs(cfg, ctx) : null;
 }
 
 /**
@@ -264,7 +364,7 @@ function mailboxIn(dest: Destination, user: string): Destination {
  * ("", ".", "..", a "/", control characters: `"../x"@domain` must never
  * reach a path) fails at once with 5.1.1, for mbox and Maildir alike.
  */
-function badMailbox(dest: Destination, user: string): Routed | null {
+function badMailbox(dest: Destination, user: string): Extract<Routed, { type: "fail" }> | null {
   if (dest.kind !== "mbox" && dest.kind !== "maildir") return null;
   try {
     maildirUser(user);
@@ -297,7 +397,9 @@ export function describeDestination(dest: Destination, domain: string): string {
     case "mbox":
       return `mbox ${dest.path}${dest.user ? ` as ${dest.user.name}` : ""}`;
     case "maildir":
-      return `maildir under ${dest.path}${dest.user ? ` as ${dest.user.name}` : ""}`;
+      return `maildir ${dest.exact ? "" : "under "}${dest.path}${
+        dest.user ? ` as ${dest.user.name}` : ""
+      }`;
     case "discard":
       return "discard";
     case "error":

@@ -45,8 +45,15 @@ export type Destination =
   }
   | { kind: "program"; command: string[]; user: RunAs | null }
   | { kind: "pipe"; command: string[]; user: RunAs | null }
-  | { kind: "mbox"; path: string; user: RunAs | null }
-  | { kind: "maildir"; path: string; user: RunAs | null }
+  | {
+    kind: "mbox";
+    path: string;
+    user: RunAs | null;
+    /** A /file target of an alias or .forward (not a mailbox under mbox_dir or a route). */
+    file?: boolean;
+  }
+  /** `exact`: path is the Maildir itself (a home Maildir), not the directory of users' Maildirs. */
+  | { kind: "maildir"; path: string; user: RunAs | null; exact?: boolean }
   | { kind: "discard" }
   | { kind: "error"; dsn: string; text: string };
 
@@ -97,4 +104,9 @@ export interface DeliveryConfig {
   localUsers: boolean;
   /** MTA-STS, DANE and TLS-RPT switches (lib/tlspolicy/config.ts). */
   tlsPolicy: TlsPolicyConfig;
+  /**
+   * The user that pipe routes, alias commands and files without `user =`
+   * run as when skiff is root (Postfix's default_privs); never root.
+   */
+  defaultPrivs: string;
 }

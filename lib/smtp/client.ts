@@ -10,6 +10,7 @@
  */
 import { isIP } from "node:net";
 import { printable } from "./client_reply.ts";
+import { unsendableAddress } from "./client_params.ts";
 import { Conn } from "../net/conn.ts";
 import type { Wire } from "./client_conn.ts";
 import { SessionEnd, type SessionOptions, SmtpSession } from "./client_session.ts";
@@ -58,6 +59,22 @@ export interface OutgoingMessage {
   rcptParams?: ({ notify?: string[]; orcpt?: string } | undefined)[];
   /** RFC 8689 REQUIRETLS: verified TLS on every hop, and the next hop must offer it. */
   requireTls?: boolean;
+  /**
+   * Called the moment the server's reply after the content settles
+   * recipients (once for SMTP's single reply, once per LMTP reply), before
+   * the session does anything else, so the caller can journal a delivery
+   * the peer already holds without waiting for QUIT or the cache: the
+   * shorter that wait, the fewer copies a crash sends twice. Indexes are
+   * into `recipients`; the same results also come back from send().
+   */
+  onResults?: (settled: SettledResult[], relay: string) => void;
+}
+
+/** A recipient's result reported through OutgoingMessage.onResults. */
+export interface SettledResult {
+  /** Index into OutgoingMessage.recipients. */
+  index: number;
+  result: RecipientResult;
 }
 
 /** What became of one recipient. */
@@ -171,15 +188,15 @@ export async function sendMessage(target: SmtpTarget, msg: OutgoingMessage): Pro
     return { relay: relayName(target), recipients: endResults(msg, end) };
   }
   // Addresses refused locally need no connection at all.
-  // deno-lint-ignore no-control-regex
-  const bad = /[\x00-\x1f\x7f<>]/;
-  if (msg.recipients.every((a) => a === "" || bad.test(a)) || bad.test(msg.from)) {
+  if (
+    msg.recipients.every((a) => a === "" || unsendableAddress(a)) || unsendableAddress(msg.from)
+  ) {
     const early = msg.recipients.map((address) => ({
       address,
       outcome: "failed" as const,
       code: 0,
-      dsn: bad.test(msg.from) ? "5.1.7" : "5.1.3",
-      text: bad.test(msg.from)
+      dsn: unsendableAddress(msg.from) ? "5.1.7" : "5.1.3",
+      text: unsendableAddress(msg.from)
         ? `Invalid sender address ${JSON.stringify(msg.from)}`
         : `Invalid recipient address ${JSON.stringify(address)}`,
     }));

@@ -68,14 +68,3 @@ export function needsUtf8(text: string): boolean {
   // deno-lint-ignore no-control-regex
   return /[^\x00-\x7f]/.test(text);
 }
-
-/** xtext encoding of a DSN parameter value (RFC 3461 §4): "+", "=" and non-printables as +XX. */
-export function xtext(value: string): string {
-  let out = "";
-  for (const b of new TextEncoder().encode(value)) {
-    out += b < 33 || b > 126 || b === 0x2b || b === 0x3d
-      ? `+${b.toString(16).toUpperCase().padStart(2, "0")}`
-      : String.fromCharCode(b);
-  }
-  return out;
-}

@@ -12,7 +12,9 @@ import { type ClientReply, printable, ReplyParser, ReplyProtocolError } from "./
 import { type ClientTlsInfo, Conn } from "../net/conn.ts";
 import { type TlsInfo, type Wire, WireTimeout } from "./client_conn.ts";
 import { concatBytes } from "../sys/bytes.ts";
-import { DotStuffer, needsUtf8, xtext } from "./client_data.ts";
+import { metrics } from "../metrics/metrics.ts";
+import { DotStuffer, needsUtf8 } from "./client_data.ts";
+import { mailCommand, rcptCommand, safeCommandLine, unsendableAddress } from "./client_params.ts";
 import type { Outcome, OutgoingMessage, RecipientResult } from "./client.ts";
 
 /** How a session is opened. */
@@ -124,6 +126,7 @@ export class SmtpSession {
   #ext = new Map<string, string>();
   #tls: TlsInfo | null = null;
   #broken = false;
+  #closed = metrics.connectionOut();
   /** Transactions completed on this session. */
   transactions = 0;
 
@@ -319,6 +322,7 @@ export class SmtpSession {
   destroy(): void {
     this.#broken = true;
     this.#wire.destroy();
+    this.#closed();
   }
 
   /** One transaction: every recipient of msg gets an outcome. Never throws. */
@@ -371,42 +375,42 @@ export class SmtpSession {
         true,
       );
     }
-    const mailParams: string[] = [];
-    if (ext.has("SIZE")) mailParams.push(`SIZE=${msg.size}`);
-    if (msg.body8bit && ext.has("8BITMIME")) mailParams.push("BODY=8BITMIME");
-    if (utf8) mailParams.push("SMTPUTF8");
+    // Lines are built and checked before anything is sent (client_params.ts).
+    const built = mailCommand(msg, { ext, utf8 });
+    if ("error" in built) throw this.#local("failed", "5.5.4", built.error, true);
     const dsn = ext.has("DSN");
-    if (dsn && msg.ret) mailParams.push(`RET=${msg.ret}`);
-    if (dsn && msg.envid) mailParams.push(`ENVID=${xtext(msg.envid)}`);
     if (msg.requireTls) {
       // RFC 8689 §5: only over TLS, and only to a server that takes REQUIRETLS on.
       const why = !this.#tls ? "the session is not encrypted" : "it does not offer REQUIRETLS";
       if (!this.#tls || !ext.has("REQUIRETLS")) {
         throw this.#local("failed", "5.7.30", `REQUIRETLS: ${this.relay}: ${why}`, true);
       }
-      mailParams.push("REQUIRETLS");
     }
-    const mailLine = `MAIL FROM:<${msg.from}>${mailParams.map((p) => " " + p).join("")}`;
+    const mailLine = msg.requireTls ? `${built.line} REQUIRETLS` : built.line;
     const rcptLines: [number, string][] = [];
     msg.recipients.forEach((address, i) => {
       if (results[i]) return;
-      const p: string[] = [];
-      const extra = msg.rcptParams?.[i];
-      if (dsn && extra?.notify?.length) p.push(`NOTIFY=${extra.notify.join(",")}`);
-      if (dsn && extra?.orcpt) {
-        const semi = extra.orcpt.indexOf(";");
-        const type = semi > 0 ? extra.orcpt.slice(0, semi) : "rfc822";
-        const addr = semi > 0 ? extra.orcpt.slice(semi + 1) : extra.orcpt;
-        if (/^[A-Za-z0-9-]+$/.test(type)) p.push(`ORCPT=${type};${xtext(addr)}`);
+      const rcpt = rcptCommand(address, msg.rcptParams?.[i], { dsn });
+      if ("line" in rcpt) rcptLines.push([i, rcpt.line]);
+      else {
+        results[i] = {
+          address,
+          outcome: "failed",
+          code: 0,
+          dsn: "5.5.4",
+          text: printable(rcpt.error, MAX_TEXT),
+        };
       }
-      rcptLines.push([i, `RCPT TO:<${address}>${p.map((x) => " " + x).join("")}`]);
     });
+    if (rcptLines.length === 0) return false;
     const pipelining = ext.has("PIPELINING");
     this.#state = "mail";
     let answered = false;
     if (pipelining) {
       // RFC 2920 §3.1: MAIL and every RCPT in one write, replies read in order.
-      await this.#write([mailLine, ...rcptLines.map(([, l]) => l)].join("\r\n") + "\r\n");
+      const lines = [mailLine, ...rcptLines.map(([, l]) => l)];
+      lines.forEach((l) => this.#checkLine(l));
+      await this.#write(lines.join("\r\n") + "\r\n");
       const mail = await this.#read(true);
       this.#state = "rcpt";
       if (Math.floor(mail.code / 100) !== 2) {
@@ -482,6 +486,7 @@ export class SmtpSession {
       const final = await this.#read();
       this.#expect(final, 2);
       for (const i of accepted) results[i] = this.#fromReply(msg.recipients[i], final);
+      msg.onResults?.(accepted.map((i) => ({ index: i, result: results[i]! })), this.relay);
       return;
     }
     // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order; each
@@ -492,6 +497,7 @@ export class SmtpSession {
         throw this.#protocol(`Unexpected reply ${reply.code} after data`);
       }
       results[i] = this.#fromReply(msg.recipients[i], reply);
+      msg.onResults?.([{ index: i, result: results[i]! }], this.relay);
     }
   }
 
@@ -572,8 +578,20 @@ export class SmtpSession {
 
   /** Sends one command line and reads its reply. */
   async #command(line: string): Promise<ClientReply> {
+    this.#checkLine(line);
     await this.#write(`${line}\r\n`);
     return await this.#read();
+  }
+
+  /** Last line of defence: a command with a control character inside is never written. */
+  #checkLine(line: string): void {
+    if (safeCommandLine(line)) return;
+    throw this.#local(
+      "failed",
+      "5.5.4",
+      `Refused to send a command with a control character: ${JSON.stringify(line)}`,
+      true,
+    );
   }
 
   async #write(data: Uint8Array | string): Promise<void> {
@@ -690,9 +708,7 @@ function endFields(e: SessionEnd) {
 
 /** Refuses addresses that would break or inject command lines (RFC 5321 §4.1.2). */
 function checkAddresses(msg: OutgoingMessage, results: (RecipientResult | null)[]): void {
-  // deno-lint-ignore no-control-regex
-  const bad = /[\x00-\x1f\x7f<>]/;
-  if (bad.test(msg.from)) {
+  if (unsendableAddress(msg.from)) {
     throw new SessionEnd({
       outcome: "failed",
       code: 0,
@@ -702,7 +718,7 @@ function checkAddresses(msg: OutgoingMessage, results: (RecipientResult | null)[
     });
   }
   msg.recipients.forEach((address, i) => {
-    if (bad.test(address) || address === "") {
+    if (unsendableAddress(address) || address === "") {
       results[i] = {
         address,
         outcome: "failed",

@@ -66,9 +66,10 @@ const MAX_LABEL = 63; // RFC 1035 §2.3.4, for ASCII labels.
  * surrogates, U+FFFD (what invalid UTF-8 decodes to), line and paragraph
  * separators, and invisible format characters such as bidi overrides (which
  * would let an address read differently in logs and mailq), except the
- * joiners ZWNJ/ZWJ that some scripts need in IDN labels.
+ * joiners ZWNJ/ZWJ that some scripts need in IDN labels. Decoded ESMTP
+ * parameter values (params.ts) are held to the same set.
  */
-const UNSAFE = /[\p{Cc}\p{Cs}\p{Zl}\p{Zp}\uFFFD]|(?![\u200C\u200D])\p{Cf}/u;
+export const UNSAFE = /[\p{Cc}\p{Cs}\p{Zl}\p{Zp}\uFFFD]|(?![\u200C\u200D])\p{Cf}/u;
 // UTF8-non-ascii (RFC 6531 §3.3) is written [^\p{ASCII}\p{Z}] below: any
 // non-ASCII character except Unicode spaces, which would hide word breaks.
 /** RFC 5321 §4.1.2 atext, plus UTF8-non-ascii. */

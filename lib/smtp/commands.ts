@@ -105,7 +105,7 @@ const needHelo = (s: SessionState) => s.helo ? null : badSequence("Error: send H
 const NON_ASCII = /[^\p{ASCII}]/u;
 
 /** A HELO/EHLO argument: a domain or address literal; anything printable is tolerated as the name. */
-function validHeloArg(arg: string): boolean {
+export function validHeloArg(arg: string): boolean {
   return /^[\x21-\x7e]{1,255}$/.test(arg);
 }
 

@@ -2,10 +2,12 @@
  * ESMTP parameters of MAIL and RCPT: SIZE (RFC 1870), BODY (RFC 6152),
  * SMTPUTF8 (RFC 6531), the DSN parameters RET, ENVID, NOTIFY, ORCPT
  * (RFC 3461) and AUTH= (RFC 4954 §5). Values that reach the control file are
- * xtext-decoded here and refused when they decode to a control character,
+ * xtext-decoded here (octets, then UTF-8) and refused when they decode to
+ * invalid UTF-8 or a control character,
  * so no parameter can carry CR, LF or NUL into a record (the Exim 21Nails
  * class); JSON encoding of the journal is the second line of defence.
  */
+import { UNSAFE } from "./command.ts";
 import { type Reply, reply } from "./reply.ts";
 
 /** The validated MAIL parameters worth keeping in the envelope. */
@@ -28,41 +30,70 @@ export interface RcptParams {
   orcpt?: string;
 }
 
-const bad = (what: string): Reply => reply(501, "5.5.4", `Bad ${what} parameter`);
-/** Any control character or U+FFFD after decoding: never stored. */
-// deno-lint-ignore no-control-regex
-const CONTROL = /[\x00-\x1f\x7f\uFFFD]/;
+const bad = (what: string, why?: string): Reply =>
+  reply(501, "5.5.4", why ? `Bad ${what} parameter: ${why}` : `Bad ${what} parameter`);
+
+const encoder = new TextEncoder();
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** The decoded text of an xtext value, or why it cannot be stored. */
+export type XtextResult = { text: string } | { error: string };
 
 /**
- * Decodes RFC 3461 §4 xtext ("+" followed by two upper-case hex digits
- * stands for that octet); UTF-8 characters are allowed as RFC 6533 §3 does
- * for SMTPUTF8 sessions. Null when malformed or when it decodes to a
- * control character.
+ * Decodes RFC 3461 §4 xtext: "+" followed by two upper-case hex digits
+ * stands for that octet. The octets are then read as UTF-8 (so "+C2+A9" is
+ * "©", one character, never the two Latin-1 code points U+00C2 U+00A9), and
+ * invalid UTF-8 or a decoded control character (e.g. "+C2+85", U+0085) is
+ * refused. UTF-8 characters written as such are allowed, as RFC 6533 §3
+ * does for SMTPUTF8 sessions.
  */
-export function decodeXtext(s: string): string | null {
-  let out = "";
+export function decodeXtextChecked(s: string): XtextResult {
+  const bytes: number[] = [];
   for (let i = 0; i < s.length; i++) {
-    const c = s[i];
-    if (c === "+") {
+    const c = s.charCodeAt(i);
+    if (c === 0x2b) {
       const hex = s.slice(i + 1, i + 3);
-      if (!/^[0-9A-F]{2}$/.test(hex)) return null;
-      out += String.fromCharCode(parseInt(hex, 16));
+      if (!/^[0-9A-F]{2}$/.test(hex)) return { error: '"+" is not followed by two hex digits' };
+      bytes.push(parseInt(hex, 16));
       i += 2;
-    } else if (c === "=" || c <= " " || c === "\x7f") return null;
-    else out += c;
+    } else if (c === 0x3d || c <= 0x20 || c === 0x7f) {
+      return { error: 'not xtext (space, "=" or a control character)' };
+    } else if (c < 0x80) bytes.push(c);
+    else {
+      const cp = s.codePointAt(i)!;
+      if (cp > 0xffff) i++;
+      bytes.push(...encoder.encode(String.fromCodePoint(cp)));
+    }
   }
-  return CONTROL.test(out) ? null : out;
+  let text: string;
+  try {
+    text = utf8.decode(Uint8Array.from(bytes));
+  } catch {
+    return { error: "decodes to invalid UTF-8" };
+  }
+  if (UNSAFE.test(text)) return { error: "decodes to a control or invisible character" };
+  return { text };
 }
 
-/** Encodes a string as xtext (for tests and for relaying ORCPT/ENVID onwards). */
+/** {@link decodeXtextChecked} without the reason: the text, or null when refused. */
+export function decodeXtext(s: string): string | null {
+  const r = decodeXtextChecked(s);
+  return "text" in r ? r.text : null;
+}
+
+/**
+ * Encodes text as RFC 3461 §4 xtext: its UTF-8 octets, with "+", "=" and
+ * every octet outside "!".."~" written as "+XX". Pure ASCII, so it is valid
+ * in any session; decodeXtext(encodeXtext(s)) === s for every storable s.
+ */
 export function encodeXtext(s: string): string {
-  return s.replace(
-    /[^\x21-\x2a\x2c-\x3c\x3e-\x7e]/g,
-    (c) =>
-      c.charCodeAt(0) < 0x80
-        ? `+${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0")}`
-        : c,
-  );
+  let out = "";
+  for (const b of encoder.encode(s)) {
+    out += b < 0x21 || b > 0x7e || b === 0x2b || b === 0x3d
+      ? `+${b.toString(16).toUpperCase().padStart(2, "0")}`
+      : String.fromCharCode(b);
+  }
+  return out;
 }
 
 /** Validates MAIL parameters (keys upper-cased by the parser); a Reply when refused. */
@@ -102,9 +133,11 @@ export function mailParams(
       }
       case "ENVID": {
         // RFC 3461 §4.4: xtext, at most 100 characters.
-        const v = value === null ? null : decodeXtext(value);
-        if (v === null || v === "" || v.length > 100) return bad("ENVID");
-        out.envid = v;
+        if (value === null) return bad("ENVID", "a value is needed");
+        const v = decodeXtextChecked(value);
+        if ("error" in v) return bad("ENVID", v.error);
+        if (v.text === "" || v.text.length > 100) return bad("ENVID", "1 to 100 characters");
+        out.envid = v.text;
         break;
       }
       case "REQUIRETLS":
@@ -142,11 +175,13 @@ export function rcptParams(params: Map<string, string | null>): RcptParams | Rep
       const semi = value?.indexOf(";") ?? -1;
       if (value === null || semi < 1) return bad("ORCPT");
       const type = value.slice(0, semi);
-      const addr = decodeXtext(value.slice(semi + 1));
-      if (!/^[A-Za-z0-9-]{1,32}$/.test(type) || addr === null || addr === "" || addr.length > 500) {
-        return bad("ORCPT");
+      if (!/^[A-Za-z0-9-]{1,32}$/.test(type)) return bad("ORCPT", "bad address type");
+      const addr = decodeXtextChecked(value.slice(semi + 1));
+      if ("error" in addr) return bad("ORCPT", addr.error);
+      if (addr.text === "" || encoder.encode(addr.text).length > 500) {
+        return bad("ORCPT", "the address must be 1 to 500 octets");
       }
-      out.orcpt = `${type.toLowerCase()};${addr}`;
+      out.orcpt = `${type.toLowerCase()};${addr.text}`;
     } else {
       return reply(555, "5.5.4", `Unsupported RCPT parameter ${key}`);
     }

@@ -15,6 +15,8 @@ import type { Config, LimitsConfig, ListenerConfig } from "../config/types.ts";
 import { logEvent, logWarn } from "../log/log.ts";
 import { type Conn, OutputBoundError, TimeoutError } from "../net/conn.ts";
 import type { SpaceMonitor } from "../spool/space.ts";
+import { metrics } from "../metrics/metrics.ts";
+import { formatListenAddress } from "../config/listeners.ts";
 import type { Spool } from "../spool/spool.ts";
 import { runAuth, type SaslContext } from "./auth_exchange.ts";
 import { parseCommand } from "./command.ts";
@@ -64,6 +66,7 @@ class SessionEnd extends Error {}
 /** Runs one session to its end; never throws. */
 export async function runSession(conn: Conn, ctx: SessionContext): Promise<void> {
   const session = new ServerSession(conn, ctx);
+  const closed = metrics.connectionIn(formatListenAddress(ctx.listener.address));
   try {
     await session.run();
   } catch (err) {
@@ -71,6 +74,7 @@ export async function runSession(conn: Conn, ctx: SessionContext): Promise<void>
       logWarn("session error", { client: session.client, error: String(err) });
     }
   } finally {
+    closed();
     await session.cleanup();
   }
 }
@@ -115,6 +119,11 @@ class ServerSession {
     this.#state.identity = peerIdentity(conn, ctx);
     this.#state.tls = conn.tls;
     this.#deadline = Date.now() + this.#limits.sessionTimeout * 1000;
+  }
+
+  /** The listener as metrics label it: its configured address. */
+  get #listenerName(): string {
+    return formatListenAddress(this.#ctx.listener.address);
   }
 
   /** The client as logged: its IP, or the unix peer's uid. */
@@ -212,6 +221,7 @@ class ServerSession {
   /** Queues a reply; it is written when the session next needs input (pipelining, RFC 2920). */
   async #send(r: Reply): Promise<void> {
     if (r.code >= 400 && r.code !== 421) this.#errors++;
+    if (r.code >= 400) metrics.rejected(this.#listenerName, r.code, r.enhanced);
     this.#pending += formatReply(r);
     // A client pipelining cheap commands (HELP) without reading must not grow our memory.
     if (this.#pending.length > this.#limits.outputBuffer) await this.#flush();
@@ -387,8 +397,13 @@ class ServerSession {
   /** Sends the final replies of a message and ends the transaction. */
   async #finish(receipt: Receipt): Promise<void> {
     this.#receipt = null;
+    const started = performance.now();
     const replies = await receipt.finish();
-    if (replies[0].code === 250 && !receipt.discarded) this.#ctx.onQueued(receipt.id);
+    if (replies[0].code === 250 && !receipt.discarded) {
+      metrics.acceptLatency((performance.now() - started) / 1000);
+      metrics.received(this.#listenerName);
+      this.#ctx.onQueued(receipt.id);
+    }
     resetTransaction(this.#state);
     await this.#filter?.reset();
     for (const r of replies) await this.#send(r);

@@ -4,12 +4,14 @@
  * directory is fsynced so the new name survives a crash. Deno has no
  * fsync(path), so a directory is synced through a read-only handle.
  */
+import { metrics } from "../metrics/metrics.ts";
 
 /** fsyncs a directory so renames and creations in it are durable. */
 export async function syncDir(path: string): Promise<void> {
   const dir = await Deno.open(path, { read: true });
   try {
     await dir.sync();
+    metrics.fsync("dir");
   } finally {
     dir.close();
   }
@@ -34,6 +36,7 @@ export async function writeFileDurably(path: string, data: Uint8Array): Promise<
   try {
     await writeAll(file, data);
     await file.syncData();
+    metrics.fsync("data");
   } catch (e) {
     file.close();
     await Deno.remove(tmp).catch(() => {});

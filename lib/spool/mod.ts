@@ -8,6 +8,7 @@ export { isQueueId, newQueueId, QUEUE_ID_LENGTH } from "./queue_id.ts";
 export {
   encodeRecords,
   type Envelope,
+  JournalError,
   type JournalRecord,
   type MessageState,
   parseJournal,
@@ -23,6 +24,7 @@ export {
   HEADER_LENGTH,
   parseHeader,
   Spool,
+  SpoolCorruptError,
   type SpoolHeader,
   type SpoolOptions,
   SpoolWriter,

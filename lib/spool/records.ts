@@ -4,7 +4,20 @@
  * so retry state lives in the file (readable with `cat`), not in its name.
  * Parsing is strict except for the one damage a crash can cause: a torn last
  * record, or a torn record that a later append marked with TORN_MARK.
+ * The envelope record is held to what the SMTP server accepts
+ * (lib/smtp/envelope_check.ts) whenever it is written or read: a spool file
+ * edited by hand or damaged cannot put a field on the wire that no SMTP
+ * client could have sent.
  */
+import { checkEnvelope } from "../smtp/envelope_check.ts";
+
+/** A journal that cannot be read: not JSON, a bad record, a bad envelope. Names the line. */
+export class JournalError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "JournalError";
+  }
+}
 
 /** A recipient as given in RCPT TO, with its DSN parameters (RFC 3461). */
 export interface RecipientSpec {
@@ -137,12 +150,12 @@ export function parseJournal(text: string): JournalRecord[] {
     try {
       value = JSON.parse(line);
     } catch {
-      throw new Error(`Journal line ${i + 1} is not JSON: ${preview(line)}`);
+      throw new JournalError(`Journal line ${i + 1} is not JSON: ${preview(line)}`);
     }
     try {
       checkRecord(value);
     } catch (e) {
-      throw new Error(`Journal line ${i + 1}: ${(e as Error).message}`);
+      throw new JournalError(`Journal line ${i + 1}: ${(e as Error).message}`);
     }
     records.push(value as JournalRecord);
   }
@@ -157,7 +170,9 @@ export function parseJournal(text: string): JournalRecord[] {
  */
 export function replay(records: JournalRecord[]): MessageState {
   const [first, ...rest] = records;
-  if (first?.t !== "envelope") throw new Error("Journal does not start with an envelope record");
+  if (first?.t !== "envelope") {
+    throw new JournalError("Journal does not start with an envelope record");
+  }
   const { t: _t, ...envelope } = first;
   const recipients: RecipientState[] = envelope.recipients.map((r, index) => ({
     index,
@@ -168,10 +183,12 @@ export function replay(records: JournalRecord[]): MessageState {
     history: [],
   }));
   for (const r of rest) {
-    if (r.t === "envelope") throw new Error(`Journal of ${envelope.id} has a second envelope`);
+    if (r.t === "envelope") {
+      throw new JournalError(`Journal of ${envelope.id} has a second envelope`);
+    }
     const rcpt = recipients[r.rcpt];
     if (!rcpt) {
-      throw new Error(
+      throw new JournalError(
         `Journal of ${envelope.id} has a result for recipient ${r.rcpt} of ${recipients.length}`,
       );
     }
@@ -255,6 +272,8 @@ function checkRecord(value: unknown): asserts value is JournalRecord {
   if (t !== "envelope" && !Number.isSafeInteger(value.rcpt)) {
     throw new Error(`Record "${t}" has a bad rcpt`);
   }
+  // The shape is right; now each field as the SMTP server would take it (EnvelopeError).
+  if (t === "envelope") checkEnvelope(value as unknown as Envelope);
 }
 
 function fits(v: unknown, check: Check): boolean {

@@ -9,7 +9,7 @@
  * and the crash-state table.
  */
 
-import { DirSyncer, writeAll } from "./durable.ts";
+import { DirSyncer, syncDir, writeAll } from "./durable.ts";
 import { isQueueId, newQueueId } from "./queue_id.ts";
 import {
   encodeRecords,
@@ -21,6 +21,7 @@ import {
   TORN_MARK,
 } from "./records.ts";
 import { concatBytes } from "../sys/bytes.ts";
+import { metrics } from "../metrics/metrics.ts";
 
 /** Content is handed to the kernel in writes of about this size. */
 const FLUSH_SIZE = 64 * 1024;
@@ -41,6 +42,22 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const NEWLINE = encoder.encode("\n");
 const TORN_REPAIR = encoder.encode(TORN_MARK + "\n");
+
+/**
+ * A queue file that can never be delivered as it stands: bad header, a
+ * journal line that is not a record, an envelope the SMTP server would have
+ * refused. The manager quarantines such a file (never deletes it); I/O
+ * errors are not this error and are retried.
+ */
+export class SpoolCorruptError extends Error {
+  /** The message's queue id. */
+  readonly id: string;
+  constructor(id: string, message: string) {
+    super(message);
+    this.name = "SpoolCorruptError";
+    this.id = id;
+  }
+}
 
 /** Byte offsets recorded in a spool file's header line. */
 export interface SpoolHeader {
@@ -121,7 +138,12 @@ export class Spool {
     let journal: Uint8Array;
     try {
       const first = await readUpTo(file, READ_SIZE);
-      const header = parseHeader(first, id);
+      let header: SpoolHeader;
+      try {
+        header = parseHeader(first, id);
+      } catch (e) {
+        throw new SpoolCorruptError(id, (e as Error).message);
+      }
       const parts: Uint8Array[] = [];
       let more = first.length === READ_SIZE;
       if (header.journal <= first.length) {
@@ -143,10 +165,11 @@ export class Spool {
     try {
       state = replay(parseJournal(decoder.decode(journal)));
     } catch (e) {
-      throw new Error(`Spool file ${id}: ${(e as Error).message}`);
+      throw new SpoolCorruptError(id, `Spool file ${id}: ${(e as Error).message}`);
     }
     if (state.envelope.id !== id) {
-      throw new Error(
+      throw new SpoolCorruptError(
+        id,
         `Spool file ${id} holds the envelope of ${JSON.stringify(state.envelope.id)}`,
       );
     }
@@ -214,9 +237,26 @@ export class Spool {
       const last = await readUpTo(file, 1);
       await writeAll(file, last[0] === NEWLINE[0] ? lines : concatBytes([TORN_REPAIR, lines]));
       await file.syncData();
+      metrics.fsync("data");
     } finally {
       file.close();
     }
+  }
+
+  /**
+   * Moves a message that can never be delivered out of queue/ into
+   * quarantine/ (mode 0700), where nothing schedules it and an operator can
+   * look at it, fix it and move it back. Returns the new path. Durable: the
+   * rename is followed by an fsync of both directories.
+   */
+  async quarantine(id: string): Promise<string> {
+    const dir = `${this.#root}/quarantine`;
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    const to = `${dir}/${id}`;
+    await Deno.rename(this.path(id), to);
+    await syncDir(dir);
+    await syncDir(this.#queue);
+    return to;
   }
 
   /** Deletes a committed message; a missing file is not an error. */
@@ -329,6 +369,7 @@ export class SpoolWriter {
         await writeAll(this.#file, concatBytes([header, ...tail]));
       }
       await this.#file.syncData();
+      metrics.fsync("data");
       this.#file.close();
       this.#state = "closed";
       await Deno.rename(this.#partial, this.#final);

@@ -15,6 +15,8 @@ export interface PasswdEntry {
   /** The full name: the GECOS field up to its first comma. */
   fullName: string;
   home: string;
+  /** The login shell (SHELL of a delivery program). */
+  shell: string;
 }
 
 /** Parses passwd(5) text (pure). Malformed lines are skipped. */
@@ -26,7 +28,14 @@ export function parsePasswd(text: string): PasswdEntry[] {
     const uid = Number(f[2]);
     const gid = Number(f[3]);
     if (!Number.isInteger(uid) || !Number.isInteger(gid)) continue;
-    out.push({ name: f[0], uid, gid, fullName: f[4].split(",")[0].trim(), home: f[5] });
+    out.push({
+      name: f[0],
+      uid,
+      gid,
+      fullName: f[4].split(",")[0].trim(),
+      home: f[5],
+      shell: f[6],
+    });
   }
   return out;
 }
@@ -64,4 +73,20 @@ export function lookupUser(name: string): { uid: number; gid: number } | null {
 export function findLocalUser(name: string): PasswdEntry | null {
   const lower = name.toLowerCase();
   return readPasswd().find((e) => e.name.toLowerCase() === lower) ?? null;
+}
+
+/** A group's gid from /etc/group by name, or a number as written; null when unknown. */
+export function lookupGroup(name: string): number | null {
+  if (/^[0-9]{1,10}$/.test(name)) return Number(name);
+  let text = "";
+  try {
+    text = Deno.readTextFileSync("/etc/group");
+  } catch {
+    return null;
+  }
+  for (const line of text.split("\n")) {
+    const f = line.split(":");
+    if (f.length >= 3 && f[0] === name && /^[0-9]{1,10}$/.test(f[2])) return Number(f[2]);
+  }
+  return null;
 }

@@ -2,7 +2,9 @@
  * The child side of per-message isolation: `skiff worker` reads one job and
  * the message content from stdin, drops the permissions local delivery does
  * not need (it keeps `run` only for pipe targets), delivers each target
- * (Maildir, mbox, pipe) and reports every recipient's result on stdout. The
+ * (Maildir, mbox, pipe) and reports every recipient's result on stdout.
+ * A target may ask for the user's ~/.forward first (forward.ts): it is
+ * opened here, as the user, and only its parsed targets go back. The
  * manager starts it as the recipients' uid and gid when skiff is root, so
  * the child never reads the spool: the content comes on stdin, the results
  * go back to the manager, which appends them to the journal.
@@ -12,7 +14,9 @@ import { deliverToMaildir } from "../deliver/maildir.ts";
 import { deliverToMbox } from "../deliver/mbox.ts";
 import { deliverToPipe } from "../deliver/pipe.ts";
 import { DeliveryError } from "../deliver/errors.ts";
-import { delaySeconds, logEvent, setupLogging } from "../log/log.ts";
+import { delaySeconds, logEvent, logWarn, setupLogging } from "../log/log.ts";
+import { userByUid } from "../sys/passwd.ts";
+import { checkForward } from "./forward.ts";
 import { type JobResult, type JobTarget, parseJob, type WorkerReport } from "./protocol.ts";
 import { concatBytes } from "../sys/bytes.ts";
 
@@ -53,18 +57,34 @@ async function readInput(): Promise<{ line: string; content: Uint8Array; size: (
 
 /** Drops what a delivery child never needs: network, FFI, system info, and subprocesses unless piping. */
 
+/** Who this worker runs as, learnt before the `sys` permission is dropped. */
+interface Self {
+  uid: number;
+  home: string;
+  shell: string;
+}
+
+function whoAmI(): Self {
+  const uid = Deno.uid() ?? -1;
+  const pw = userByUid(uid);
+  return { uid, home: pw?.home ?? "/", shell: pw?.shell ?? "/bin/sh" };
+}
+
 async function deliverOne(
   t: JobTarget,
-  job: { sender: string; hostname: string },
+  job: { sender: string; hostname: string; self: Self },
   content: Uint8Array,
 ): Promise<string> {
   const d = t.destination;
   const domain = t.address.includes("@") ? t.address.slice(t.address.lastIndexOf("@") + 1) : "";
   switch (d.kind) {
     case "maildir": {
+      // A home Maildir (exact) is the path itself: its parent is the root, its name the box.
+      const cut = d.path.lastIndexOf("/");
       const path = await deliverToMaildir({
-        root: d.path,
-        user: t.user,
+        root: d.exact ? d.path.slice(0, cut) : d.path,
+        user: d.exact ? d.path.slice(cut + 1) : t.user,
+        keepCase: d.exact,
         returnPath: job.sender,
         deliveredTo: t.address,
         hostname: job.hostname,
@@ -78,6 +98,8 @@ async function deliverOne(
         returnPath: job.sender,
         deliveredTo: t.address,
         content,
+        uid: job.self.uid,
+        sharedDir: !d.file,
       });
       return `Delivered to mbox ${d.path}`;
     case "pipe":
@@ -86,10 +108,35 @@ async function deliverOne(
         vars: { recipient: t.address, sender: job.sender, user: t.user, domain },
         content,
         timeoutMs: 50_000,
+        account: job.self,
       });
     default:
       throw new DeliveryError(`Destination ${d.kind} is not local`, { dsn: "4.3.5" });
   }
+}
+
+/**
+ * The .forward step of a target: its targets ("expand"), or "noforward"
+ * when there is none and the manager routes the mailbox, or null to
+ * deliver to the target's mailbox here. A refused file is logged with
+ * its reason only.
+ */
+async function forwardFirst(t: JobTarget, id: string): Promise<JobResult | null> {
+  const f = t.forward!;
+  const found = await checkForward(f.path, f.owner);
+  if (found.kind === "targets") {
+    const text = `Forwarded by ${f.path} to ${found.targets.length} target(s)`;
+    return { rcpt: t.rcpt, outcome: "expand", dsn: "2.0.0", text, targets: found.targets };
+  }
+  if (found.refused) {
+    logWarn(".forward refused; delivering to the mailbox", {
+      id,
+      to: `<${t.address}>`,
+      reason: found.refused,
+    });
+  }
+  if (f.deliver) return null;
+  return { rcpt: t.rcpt, outcome: "noforward", dsn: "2.0.0", text: found.refused ?? "No .forward" };
 }
 
 /** Runs one job; returns the process exit code. */
@@ -100,6 +147,7 @@ export async function workerMain(): Promise<number> {
   if (input.size() !== job.size) {
     throw new Error(`Expected ${job.size} content bytes, got ${input.size()}`);
   }
+  const self = whoAmI();
   // Only pipe delivery runs a program; nothing here talks to the network.
   const pipes = job.targets.some((t) => t.destination.kind === "pipe");
   await dropPermissions(["net", "ffi", "sys", ...(pipes ? [] : ["run" as const])]);
@@ -108,8 +156,12 @@ export async function workerMain(): Promise<number> {
     const started = Date.now();
     let result: JobResult;
     try {
-      const text = await deliverOne(t, job, input.content);
-      result = { rcpt: t.rcpt, outcome: "delivered", dsn: "2.0.0", text };
+      const fwd = t.forward ? await forwardFirst(t, job.file) : null;
+      if (fwd) result = fwd;
+      else {
+        const text = await deliverOne(t, { ...job, self }, input.content);
+        result = { rcpt: t.rcpt, outcome: "delivered", dsn: "2.0.0", text };
+      }
     } catch (err) {
       const permanent = err instanceof DeliveryError && err.permanent;
       const dsn = err instanceof DeliveryError ? err.dsn : "4.3.0";

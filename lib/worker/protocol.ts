@@ -20,7 +20,20 @@ export interface JobTarget {
   /** Mailbox name (lower-case local part). */
   user: string;
   destination: Destination;
+  /**
+   * Open the user's ~/.forward first (as the worker's uid, safely: see
+   * lib/worker/forward.ts). `owner` may own it besides root; `deliver` lets
+   * the worker deliver to `destination` when there is no usable .forward,
+   * else it reports "noforward" and the manager routes the mailbox itself.
+   */
+  forward?: { path: string; owner: number; deliver: boolean };
 }
+
+/** A target read from a .forward (or its :include: files) by a worker: untrusted. */
+export type ForwardTarget =
+  | { kind: "address"; address: string }
+  | { kind: "pipe"; command: string[] }
+  | { kind: "file"; path: string };
 
 /** A local-delivery job for one message and one uid/gid. */
 export interface DeliveryJob {
@@ -40,9 +53,11 @@ export interface DeliveryJob {
 /** One recipient's result from a child. */
 export interface JobResult {
   rcpt: number;
-  outcome: "delivered" | "deferred" | "failed";
+  /** "expand": the .forward lists `targets`; "noforward": none usable, route the mailbox. */
+  outcome: "delivered" | "deferred" | "failed" | "expand" | "noforward";
   dsn: string;
   text: string;
+  targets?: ForwardTarget[];
 }
 
 /** What a child reports about one message. */
@@ -51,7 +66,41 @@ export interface WorkerReport {
   results: JobResult[];
 }
 
-const OUTCOMES = ["delivered", "deferred", "failed"];
+const OUTCOMES = ["delivered", "deferred", "failed", "expand", "noforward"];
+
+/** Most targets a .forward may list (aliases' MAX_TARGETS). */
+export const MAX_FORWARD_TARGETS = 1000;
+
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x1f\x7f]/;
+const okText = (v: unknown, max = 1000): v is string =>
+  typeof v === "string" && v !== "" && v.length <= max && !CONTROL.test(v);
+
+/** Validates a worker's .forward targets as untrusted input; throws on anything odd. */
+export function checkForwardTargets(v: unknown): ForwardTarget[] {
+  if (!Array.isArray(v) || v.length === 0 || v.length > MAX_FORWARD_TARGETS) {
+    throw new Error("Worker report has a malformed .forward target list");
+  }
+  return v.map((x) => {
+    const o = (typeof x === "object" && x !== null ? x : {}) as Record<string, unknown>;
+    if (o.kind === "address" && okText(o.address) && !/[\s<>]/.test(o.address)) {
+      return { kind: "address", address: o.address };
+    }
+    if (o.kind === "file" && okText(o.path) && o.path.startsWith("/")) {
+      return { kind: "file", path: o.path };
+    }
+    if (
+      o.kind === "pipe" && Array.isArray(o.command) && o.command.length > 0 &&
+      o.command.length <= 100 && o.command.every((a) =>
+        typeof a === "string" && !CONTROL.test(a)
+      ) &&
+      okText(o.command[0]) && (o.command[0] as string).startsWith("/")
+    ) {
+      return { kind: "pipe", command: o.command as string[] };
+    }
+    throw new Error("Worker report has a malformed .forward target");
+  });
+}
 
 /** Parses and validates one report line; throws a clear error on anything else. */
 export function parseReport(line: string, expectedFile: string): WorkerReport {
@@ -81,6 +130,7 @@ export function parseReport(line: string, expectedFile: string): WorkerReport {
       outcome: o.outcome,
       dsn: o.dsn,
       text: o.text.slice(0, 1000),
+      ...(o.outcome === "expand" ? { targets: checkForwardTargets(o.targets) } : {}),
     } as JobResult;
   });
   return { file: expectedFile, results };

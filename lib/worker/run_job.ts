@@ -1,14 +1,18 @@
 /**
  * The manager's side of per-message isolation: start a copy of skiff as a
- * worker child (as the recipients' uid and gid when skiff is root), hand it
+ * worker child (as the recipients' uid and gid when skiff is root: directly,
+ * or through the privileged helper once the manager runs as `user`), hand it
  * one job and the message content on stdin, read its one-line report from
  * stdout. A child that crashes, hangs past its deadline (it is killed) or
- * prints garbage makes this reject; the manager then defers the
- * recipients, so the message is retried, never lost.
+ * prints garbage makes this reject with a WorkerError carrying the cause and
+ * the start of the child's stderr; the manager logs it on the message's line
+ * and defers the recipients, so the message is retried, never lost.
  */
 import { type DeliveryJob, parseReport, type WorkerReport } from "./protocol.ts";
-import { selfCommand } from "./self_command.ts";
 import { concatBytes } from "../sys/bytes.ts";
+import { metrics } from "../metrics/metrics.ts";
+import type { RunAs } from "../route/types.ts";
+import { DirectSpawner, type Spawner } from "../sys/spawn.ts";
 
 /** Reports larger than this are garbage by definition. */
 const MAX_REPORT_BYTES = 64 * 1024;
@@ -20,30 +24,37 @@ export interface RunOptions {
   command?: { command: string; args: string[] };
   /** The message content, written after the job line. */
   content?: () => Promise<ReadableStream<Uint8Array>>;
-  /** Run as this uid and gid (both: setting only uid leaves gid 0). */
-  uid?: number;
-  gid?: number;
+  /** Run as this user (root only; otherwise the child runs as skiff's own uid). */
+  user?: RunAs | null;
+  /** Who starts the child (default: directly from this process). */
+  spawner?: Spawner;
 }
+
+/** A worker that did not deliver a report: `cause` is short, `stderr` what the child said. */
+export class WorkerError extends Error {
+  readonly stderr: string;
+  constructor(cause: string, stderr: string) {
+    super(stderr ? `${cause}: ${stderr.slice(0, 200)}` : cause);
+    this.name = "WorkerError";
+    this.stderr = stderr;
+  }
+}
+
+const direct = new DirectSpawner();
 
 /** Runs one job in a child; resolves with its validated report. */
 export async function runWorkerJob(job: DeliveryJob, opts: RunOptions): Promise<WorkerReport> {
-  const cmd = opts.command ?? selfCommand(["worker"]);
-  const ids = opts.uid !== undefined && opts.gid !== undefined
-    ? { uid: opts.uid, gid: opts.gid }
-    : {};
-  const child = new Deno.Command(cmd.command, {
-    args: cmd.args,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-    ...ids,
-  }).spawn();
+  const spawner = opts.spawner ?? direct;
+  let child;
+  try {
+    child = await spawner.spawn({ kind: "worker", user: opts.user ?? null, command: opts.command });
+  } catch (err) {
+    throw new WorkerError(`Cannot start worker: ${(err as Error).message}`, "");
+  }
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already gone */ }
+    child.kill();
   }, opts.timeoutMs);
   try {
     const feed = (async () => {
@@ -58,16 +69,39 @@ export async function runWorkerJob(job: DeliveryJob, opts: RunOptions): Promise<
         await writer.abort().catch(() => {}); // the child went away: its status says why
       }
     })();
-    const out = await readBounded(child.stdout, MAX_REPORT_BYTES);
+    let out = "";
+    let outError: Error | null = null;
+    try {
+      out = await readBounded(child.stdout, MAX_REPORT_BYTES);
+    } catch (err) {
+      outError = err as Error;
+      child.kill();
+    }
     const status = await child.status;
     await feed;
-    if (timedOut) throw new Error(`Worker timed out after ${opts.timeoutMs} ms and was killed`);
-    if (!status.success) {
+    if (timedOut) {
+      metrics.workerFailure("timeout");
+      throw new WorkerError(
+        `Worker timed out after ${opts.timeoutMs} ms and was killed`,
+        status.stderr,
+      );
+    }
+    if (outError) {
+      metrics.workerFailure("report");
+      throw new WorkerError(outError.message, status.stderr);
+    }
+    if (status.code !== 0 || status.signal) {
+      metrics.workerFailure("exit");
       const how = status.signal ? `signal ${status.signal}` : `exit code ${status.code}`;
-      throw new Error(`Worker failed with ${how}`);
+      throw new WorkerError(`Worker failed with ${how}`, status.stderr);
     }
     const line = out.split("\n").find((l) => l.trim() !== "") ?? "";
-    return parseReport(line, job.file);
+    try {
+      return parseReport(line, job.file);
+    } catch (err) {
+      metrics.workerFailure("report");
+      throw new WorkerError((err as Error).message, status.stderr);
+    }
   } finally {
     clearTimeout(timer);
   }

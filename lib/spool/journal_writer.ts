@@ -1,0 +1,92 @@
+/**
+ * A message's journal held open for the length of one delivery pass, so a
+ * delivery result reaches the file in one write as soon as the peer's reply
+ * is in: Spool.append costs open, two seeks, a read, the write, an
+ * fdatasync and a close, each a thread hand-off and a wait for the event
+ * loop, and every one of them before the write widened the window in which
+ * a kill -9 loses the record of a delivery the peer already has (the
+ * message is then delivered again: docs/reliability.md, "Crash torture and
+ * faults"). Writes go out in order, one at a time; fdatasyncs are
+ * coalesced (one in flight, every later write joins the next), and append()
+ * resolves once a sync that began after its write has finished.
+ */
+import { writeAll } from "./durable.ts";
+import { encodeRecords, type JournalRecord, TORN_MARK } from "./records.ts";
+import { HEADER_LENGTH } from "./spool.ts";
+
+const NEWLINE = 0x0a;
+const TORN_REPAIR = new TextEncoder().encode(TORN_MARK + "\n");
+
+/** An open journal for appending delivery results; one per message at a time. */
+export class JournalWriter {
+  #file: Deno.FsFile;
+  #writes: Promise<void> = Promise.resolve();
+  #syncing: Promise<void> | null = null;
+  #nextSync: Promise<void> | null = null;
+  #closed = false;
+
+  private constructor(file: Deno.FsFile) {
+    this.#file = file;
+  }
+
+  /**
+   * Opens the spool file at `path` (message `id`) for appending. A line torn
+   * by a crash mid-append is completed with TORN_MARK first, as
+   * Spool.append does, so the journal parses.
+   */
+  static async open(path: string, id: string): Promise<JournalWriter> {
+    const file = await Deno.open(path, { read: true, write: true });
+    try {
+      const end = await file.seek(0, Deno.SeekMode.End);
+      if (end < HEADER_LENGTH) throw new Error(`Spool file ${id} is too short to be a message`);
+      await file.seek(-1, Deno.SeekMode.End);
+      const last = new Uint8Array(1);
+      const n = await file.read(last);
+      if (n === 1 && last[0] !== NEWLINE) await writeAll(file, TORN_REPAIR);
+      return new JournalWriter(file);
+    } catch (e) {
+      file.close();
+      throw e;
+    }
+  }
+
+  /** Writes the records at once (in call order), then waits for a covering fdatasync. */
+  async append(records: JournalRecord[]): Promise<void> {
+    if (this.#closed) throw new Error("JournalWriter.append after close");
+    if (records.length === 0) return;
+    const lines = encodeRecords(records);
+    // The file position is at the end (opened there, only ever appended to).
+    const write = this.#writes.then(() => writeAll(this.#file, lines));
+    this.#writes = write.catch(() => {});
+    await write;
+    await this.#sync();
+  }
+
+  /**
+   * A sync that starts after now: a running one may have begun before the
+   * caller's write, so callers join the single queued follow-up instead.
+   */
+  #sync(): Promise<void> {
+    if (this.#syncing === null) {
+      this.#syncing = this.#file.syncData().finally(() => this.#syncing = null);
+      return this.#syncing;
+    }
+    if (this.#nextSync === null) {
+      this.#nextSync = this.#syncing.catch(() => {}).then(() => {
+        this.#nextSync = null;
+        return this.#sync();
+      });
+    }
+    return this.#nextSync;
+  }
+
+  /** Waits for pending writes and syncs, then closes the file. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#writes;
+    await this.#nextSync?.catch(() => {});
+    await this.#syncing?.catch(() => {});
+    this.#file.close();
+  }
+}
