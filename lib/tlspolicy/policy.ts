@@ -16,7 +16,7 @@ import type { TlsMode } from "../route/types.ts";
 import { logEvent, logWarn } from "../log/log.ts";
 import type { TlsPolicyConfig } from "./config.ts";
 import { daneCheck, usableTlsa } from "./dane.ts";
-import { parseTlsa, queryUdp, type Tlsa, TYPE } from "./dns_wire.ts";
+import { parseTlsa, type QueryAnswer, queryUdp, type Tlsa, TYPE } from "./dns_wire.ts";
 import { mxMatches } from "./mta_sts.ts";
 import { type CachedPolicy, StsCache } from "./sts_cache.ts";
 import { type RptPolicy, TlsRpt } from "./tls_rpt.ts";
@@ -59,6 +59,7 @@ export interface HostPolicy {
 export class TlsPolicy {
   #o: TlsPolicyOptions;
   #sts: StsCache;
+  #answers = new Map<string, { until: number; answer: QueryAnswer }>();
   readonly rpt: TlsRpt | null;
 
   constructor(o: TlsPolicyOptions) {
@@ -87,9 +88,27 @@ export class TlsPolicy {
     return this.#o.config.dane === "on" && this.#o.resolver.nameserver !== null;
   }
 
-  async #dnsQuery(name: string, type: number) {
-    const ns = this.#o.resolver.nameserver!;
-    return await queryUdp(name, type, ns, this.#o.resolver.timeoutMs);
+  /**
+   * One DANE query, its answer reused for the records' TTL (5 s to 300 s; 60 s
+   * for an answer without records): a UDP round trip per MX delivery costs
+   * about 3 ms. Failures are not kept.
+   */
+  async #dnsQuery(name: string, type: number): Promise<QueryAnswer> {
+    const key = `${type} ${name}`;
+    const now = Date.now();
+    const hit = this.#answers.get(key);
+    if (hit && hit.until > now) return hit.answer;
+    const answer = await queryUdp(
+      name,
+      type,
+      this.#o.resolver.nameserver!,
+      this.#o.resolver.timeoutMs,
+    );
+    const ttl = answer.records.length ? Math.min(...answer.records.map((r) => r.ttl)) : 60;
+    this.#answers.delete(key);
+    this.#answers.set(key, { until: now + Math.min(300, Math.max(5, ttl)) * 1000, answer });
+    if (this.#answers.size > 10_000) this.#answers.delete(this.#answers.keys().next().value!);
+    return answer;
   }
 
   /** TXT strings of name through skiff's resolver ([] when none). */
