@@ -83,7 +83,7 @@ export function tlsaTaCert(pem: string): Tlsa {
 export function policyServer(
   cert: string,
   key: string,
-  policies: Record<string, string>,
+  policies: Record<string, string | (() => Response)>,
 ): { port: number; hits: string[]; stop(): Promise<void> } {
   const hits: string[] = [];
   let port = 0;
@@ -100,6 +100,7 @@ export function policyServer(
     if (body === undefined || new URL(req.url).pathname !== "/.well-known/mta-sts.txt") {
       return new Response("not found\n", { status: 404 });
     }
+    if (typeof body === "function") return body();
     return new Response(body, { headers: { "content-type": "text/plain" } });
   });
   return {

@@ -23,6 +23,7 @@ import {
 } from "./tls_policy_peers.ts";
 import { parseStsPolicy, StsError } from "../lib/tlspolicy/mta_sts.ts";
 import { TlsPolicy } from "../lib/tlspolicy/policy.ts";
+import { StsCache } from "../lib/tlspolicy/sts_cache.ts";
 import { describeConfig, parseConfig } from "../lib/config/load.ts";
 
 /**
@@ -416,3 +417,88 @@ Deno.test("check-config says DANE is off without a configured nameserver; tls po
   );
   assert.throws(() => parseConfig(`[delivery]\ntls_rpt = "mail"\n`, "t.toml"), /delivery\.tls_rpt/);
 });
+
+peerTest(
+  "MTA-STS cache: a new TXT id refetches, a vanished TXT keeps the cached policy until max_age, the cache survives a restart; redirects, wrong types and oversized policies are refused",
+  [PEERS.openssl],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "skiff-stscache-" });
+    await makeCa(dir);
+    const hosts = ["ok", "moved", "html", "huge", "untrusted"].map((d) => `mta-sts.${d}.test`);
+    await makeLeaf(dir, "https", hosts);
+    const policies: Record<string, string | (() => Response)> = {
+      "mta-sts.ok.test": POLICY("testing", ["mx.ok.test"]),
+      "mta-sts.moved.test": () =>
+        new Response("", {
+          status: 301,
+          headers: { location: "https://mta-sts.ok.test/.well-known/mta-sts.txt" },
+        }),
+      "mta-sts.html.test": () =>
+        new Response(POLICY("enforce", ["mx.html.test"]), {
+          headers: { "content-type": "text/html" },
+        }),
+      "mta-sts.huge.test": POLICY("enforce", ["mx.huge.test"]) + "#".repeat(70 * 1024) + "\r\n",
+    };
+    const https = policyServer(
+      await Deno.readTextFile(`${dir}/https.pem`),
+      await Deno.readTextFile(`${dir}/https.key`),
+      policies,
+    );
+    let id = "one";
+    let now = Date.now();
+    let txtGone = false;
+    const src = {
+      txt: (name: string) => Promise.resolve(txtGone ? [] : [`v=STSv1; id=${id}`, `name=${name}`]),
+      addresses: () => Promise.resolve(["127.0.0.1"]),
+      port: https.port,
+      timeoutMs: 5000,
+      ca: async () => [await Deno.readTextFile(`${dir}/ca.pem`)],
+      now: () => now,
+    };
+    try {
+      const cache = new StsCache(`${dir}/cache.json`, src);
+      const first = await cache.lookup("ok.test");
+      assert.equal(first.policy?.policy.mode, "testing");
+      assert.equal(https.hits.length, 1);
+      await cache.lookup("ok.test");
+      assert.equal(https.hits.length, 1, "same id: no refetch");
+      // A new id (seen once the TXT answer's reuse time is over) refetches.
+      policies["mta-sts.ok.test"] = POLICY("enforce", ["mx.ok.test"]);
+      id = "two";
+      now += 301_000;
+      const second = await cache.lookup("ok.test");
+      assert.equal(https.hits.length, 2);
+      assert.equal(second.policy?.policy.mode, "enforce");
+      assert.equal(second.policy?.id, "two");
+      // A restart reads the durable cache; the TXT record vanishing keeps the policy.
+      txtGone = true;
+      now += 301_000;
+      const restarted = new StsCache(`${dir}/cache.json`, src);
+      assert.equal((await restarted.lookup("ok.test")).policy?.policy.mode, "enforce");
+      assert.equal(https.hits.length, 2);
+      // ... until its max_age is over.
+      now += 604_800_000;
+      assert.equal((await restarted.lookup("ok.test")).policy, null);
+      txtGone = false;
+
+      const kind = async (domain: string) => (await cache.lookup(domain)).error?.kind;
+      assert.equal(await kind("moved.test"), "sts-policy-fetch-error"); // no redirect followed
+      assert.equal(await kind("html.test"), "sts-policy-invalid");
+      assert.equal(await kind("huge.test"), "sts-policy-invalid");
+      // A certificate not trusted for the policy host: the system roots do not know the test CA.
+      const strict = new StsCache(`${dir}/cache2.json`, {
+        ...src,
+        ca: () => Promise.resolve(undefined),
+      });
+      assert.equal((await strict.lookup("untrusted.test")).error?.kind, "sts-webpki-invalid");
+      assert.ok(
+        !https.hits.some((h) =>
+          h.startsWith("mta-sts.ok.test") && h !== "mta-sts.ok.test/.well-known/mta-sts.txt"
+        ),
+      );
+    } finally {
+      await https.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+);
