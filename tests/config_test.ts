@@ -49,6 +49,8 @@ Deno.test("embedded default parses into the documented values", () => {
       destination: "router",
       limits: {},
       milters: [],
+      dmarc: "enforce",
+      spfFail: "header",
     }, {
       address: { kind: "unix", path: "/srv/skiff/var/run/submit.sock" },
       mode: 0o666,
@@ -63,6 +65,8 @@ Deno.test("embedded default parses into the documented values", () => {
       destination: "router",
       limits: {},
       milters: [],
+      dmarc: "enforce",
+      spfFail: "header",
     }].map((l, i) => i === 1 ? { ...l, auth: "peercred" } : l),
     auth: {
       credentials: "",
@@ -103,7 +107,7 @@ Deno.test("embedded default parses into the documented values", () => {
       verifyRecipients: true,
       existingMaildirsOnly: false,
     },
-    log: { format: "text", level: "info" },
+    log: { format: "text", level: "info", file: "" },
     delivery: {
       delayWarning: 0,
       maxReceived: 50,
@@ -127,6 +131,14 @@ Deno.test("embedded default parses into the documented values", () => {
     },
     routes: [],
     http: { address: null, allowRemote: false, token: "", tokenFile: "" },
+    dkim: [],
+    mailauth: {
+      authservId: "",
+      quarantine: "header",
+      dnsTimeout: 20,
+      maxLookups: 50,
+      minKeyBits: 1024,
+    },
     sendmail: { maildropDir: "/srv/skiff/var/maildrop", untrustedSender: "refuse" },
     milter: {
       defaultAction: "tempfail",

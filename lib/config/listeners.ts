@@ -5,11 +5,20 @@
  * listener that could never work (TLS without a certificate, peercred on
  * TCP, an open relay by configuration) fails at start-up with its key named.
  */
-import { formatHostPort, inline, isTable, parseHostPort, type Reader, type Table } from "./load.ts";
+import {
+  formatHostPort,
+  inline,
+  isHostname,
+  isTable,
+  parseHostPort,
+  type Reader,
+  type Table,
+} from "./load.ts";
 import { resolveOwner } from "./owner.ts";
 import { parseMilterAddress } from "./milter_address.ts";
 import { DESTINATION } from "../smtp/envelope_check.ts";
 import type { LimitsConfig, ListenAddress, ListenerConfig } from "./types.ts";
+import { LISTENER_DEFAULTS, readListenerPolicy } from "../mailauth/config.ts";
 
 const ADDRESS =
   'an address "host:port" with a port 1-65535 (IPv6 as "[::1]:25") or "unix:/path/to.sock"';
@@ -98,6 +107,7 @@ function readOne(r: Reader, item: unknown, i: number): ListenerConfig {
     senders: "own",
     destination: "router",
     milters: [],
+    ...LISTENER_DEFAULTS,
     ...t,
   };
   const modeText = r.string(d, `${key}.mode`, "mode", 'an octal mode such as "0660"');
@@ -179,6 +189,7 @@ function readOne(r: Reader, item: unknown, i: number): ListenerConfig {
     destination,
     limits,
     milters,
+    ...readListenerPolicy({ fail: r.fail.bind(r), cwd: r.cwd, isHostname }, d, key),
   };
 }
 
@@ -224,6 +235,8 @@ export function describeListener(l: ListenerConfig): string[] {
     kv("senders", l.senders),
     kv("destination", l.destination),
     kv("milters", l.milters),
+    kv("dmarc", l.dmarc),
+    kv("spf_fail", l.spfFail),
   ];
   const limits = Object.fromEntries(
     LIMIT_KEYS.filter(([, name]) => l.limits[name] !== undefined).map((

@@ -17,6 +17,7 @@ import type { Config, HostPort, LimitsConfig, LogConfig } from "./types.ts";
 import { describeRouting, readDelivery, readRoutes } from "../route/config.ts";
 import { describeHttp, readHttp } from "../http/config.ts";
 import { lookupGroup, readPasswd } from "../sys/passwd.ts";
+import { describeMailauth, readDkim, readMailauth } from "../mailauth/config.ts";
 
 /** Where the configuration came from when no file was given. */
 export const EMBEDDED_SOURCE = "(embedded default)";
@@ -80,6 +81,8 @@ const KEYS: Record<string, readonly string[]> = {
     "http",
     "user",
     "group",
+    "dkim",
+    "mailauth",
   ],
   listener: [
     "address",
@@ -96,6 +99,8 @@ const KEYS: Record<string, readonly string[]> = {
     "destination",
     "limits",
     "milters",
+    "dmarc",
+    "spf_fail",
   ],
   auth: ["credentials", "trusted_users", "max_failures", "failure_window", "concurrent_checks"],
   limits: [
@@ -125,7 +130,7 @@ const KEYS: Record<string, readonly string[]> = {
   ],
   relay: ["relayhost", "connect_timeout", "reply_timeout"],
   local: ["domains", "maildir_root", "verify_recipients", "existing_maildirs_only"],
-  log: ["format", "level"],
+  log: ["format", "level", "file"],
   sendmail: ["maildrop_dir", "untrusted_sender"],
   milter: ["default_action", "connect_timeout", "command_timeout", "content_timeout"],
 };
@@ -468,10 +473,13 @@ function build(r: Reader, raw: Table, source: string): Config {
     isHostname,
     inline,
   };
+  const authCtx = { fail: r.fail.bind(r), cwd: r.cwd, isHostname };
   const config: Config = {
     delivery: readDelivery(routeCtx, raw.delivery),
     routes: readRoutes(routeCtx, raw.route),
     http: readHttp(routeCtx, raw.http),
+    dkim: readDkim(authCtx, raw.dkim),
+    mailauth: readMailauth(authCtx, raw.mailauth),
     source,
     hostname,
     user: readUser(r, raw),
@@ -511,6 +519,9 @@ function build(r: Reader, raw: Table, source: string): Config {
         "warning",
         "error",
       ]),
+      file: r.string(log, "log.file", "file", '"" or a file path') === ""
+        ? ""
+        : r.path(log, "log.file", "file"),
     },
   };
   if (config.queue.retryMin > config.queue.retryMax) {
@@ -657,12 +668,13 @@ export function describeConfig(c: Config): string {
     ["verify_recipients", c.local.verifyRecipients],
     ["existing_maildirs_only", c.local.existingMaildirsOnly],
   ]);
-  section("log", [["format", c.log.format], ["level", c.log.level]]);
+  section("log", [["format", c.log.format], ["level", c.log.level], ["file", c.log.file]]);
   section("sendmail", [
     ["maildrop_dir", c.sendmail.maildropDir],
     ["untrusted_sender", c.sendmail.untrustedSender],
   ]);
   lines.push(...describeRouting({ inline, formatHostPort }, c.delivery, c.routes));
   lines.push(...describeHttp({ inline, formatHostPort }, c.http));
+  lines.push(...describeMailauth(inline, c.mailauth, c.dkim));
   return lines.join("\n") + "\n";
 }

@@ -7,6 +7,12 @@
 import type { DeliveryConfig, RouteConfig } from "../route/types.ts";
 import type { SocketOwner } from "./owner.ts";
 import type { HttpConfig } from "../http/config.ts";
+import type {
+  DkimKeyConfig,
+  DmarcPolicy,
+  MailauthConfig,
+  SpfFailPolicy,
+} from "../mailauth/config.ts";
 
 /** A host and port, e.g. a listener address or a relayhost. */
 export interface HostPort {
@@ -50,6 +56,10 @@ export interface ListenerConfig {
   limits: Partial<LimitsConfig>;
   /** Milters consulted for mail accepted here, in order: "inet:host:port" or "unix:/path". */
   milters: string[];
+  /** Inbound DMARC policy for unauthenticated mail (docs/authentication.md). */
+  dmarc: DmarcPolicy;
+  /** What SPF "fail" does to unauthenticated mail. */
+  spfFail: SpfFailPolicy;
 }
 
 /** Authentication settings shared by the listeners. */
@@ -142,6 +152,8 @@ export interface LocalConfig {
 export interface LogConfig {
   format: "text" | "json";
   level: "debug" | "info" | "warning" | "error";
+  /** The manager's mail log file (appended; reopened on reload); "" = stderr (journald). */
+  file: string;
 }
 
 /** The sendmail shim and local submission. */
@@ -199,4 +211,8 @@ export interface Config {
   routes: RouteConfig[];
   /** The monitoring endpoint ([http], lib/http/config.ts). */
   http: HttpConfig;
+  /** DKIM signing keys ([[dkim]]), in file order. */
+  dkim: DkimKeyConfig[];
+  /** Inbound verification settings ([mailauth]). */
+  mailauth: MailauthConfig;
 }
