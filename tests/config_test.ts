@@ -121,6 +121,7 @@ Deno.test("embedded default parses into the documented values", () => {
       rate: 0,
       tls: "may",
       tlsCaFile: "",
+      tlsPolicy: { mtaSts: "on", mtaStsCaFile: "", dane: "on", tlsRpt: "off", tlsRptDir: "" },
       authUser: "",
       authPassword: "",
       localMailbox: "maildir",

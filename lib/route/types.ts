@@ -4,6 +4,7 @@
  * (a Destination) and the delivery settings of the [delivery] table.
  */
 import type { HostPort } from "../config/types.ts";
+import type { TlsPolicyConfig } from "../tlspolicy/config.ts";
 
 /**
  * STARTTLS policy of an SMTP/LMTP destination. "may": use it when offered,
@@ -101,6 +102,8 @@ export interface DeliveryConfig {
   mboxDir: string;
   /** Run local deliveries as the recipient's uid/gid (from /etc/passwd) when skiff is root. */
   localUsers: boolean;
+  /** MTA-STS, DANE and TLS-RPT switches (lib/tlspolicy/config.ts). */
+  tlsPolicy: TlsPolicyConfig;
   /**
    * The user that pipe routes, alias commands and files without `user =`
    * run as when skiff is root (Postfix's default_privs); never root.

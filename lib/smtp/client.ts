@@ -33,6 +33,10 @@ export interface SmtpTarget {
   ca?: string[];
   authUser?: string;
   authPassword?: string;
+  /** Checks a handshake beyond node:tls (DANE, MTA-STS testing): a refusal text or null (lib/tlspolicy). */
+  tlsCheck?: SessionOptions["tlsCheck"];
+  /** Told how the session's TLS went, for TLS-RPT (lib/tlspolicy/policy.ts). */
+  tlsReport?: (r: { tls: boolean; end?: SessionEnd }) => void;
 }
 
 /** One message to hand over. */
@@ -53,6 +57,8 @@ export interface OutgoingMessage {
   envid?: string;
   /** Per recipient (same order): NOTIFY and ORCPT (RFC 3461 §4.1, §4.2). */
   rcptParams?: ({ notify?: string[]; orcpt?: string } | undefined)[];
+  /** RFC 8689 REQUIRETLS: verified TLS on every hop, and the next hop must offer it. */
+  requireTls?: boolean;
   /**
    * Called the moment the server's reply after the content settles
    * recipients (once for SMTP's single reply, once per LMTP reply), before
@@ -147,6 +153,7 @@ export async function openSession(target: SmtpTarget): Promise<SmtpSession> {
     ca: target.ca,
     authUser: target.authUser,
     authPassword: target.authPassword,
+    tlsCheck: target.tlsCheck,
     replyTimeoutMs: target.replyTimeoutMs,
     relay: relayName(target, wire.remoteAddress || undefined),
   });

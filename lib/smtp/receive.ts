@@ -304,6 +304,8 @@ function envelopeParams(st: SessionState, listener: ListenerConfig): Record<stri
   if (st.mail.smtputf8) p.SMTPUTF8 = "yes";
   if (st.mail.ret) p.RET = st.mail.ret;
   if (st.mail.envid !== undefined) p.ENVID = st.mail.envid;
+  // RFC 8689: carried with the message; lib/tlspolicy enforces it on every hop.
+  if (st.mail.requireTls) p.REQUIRETLS = "yes";
   if (listener.destination !== "router") p.destination = listener.destination;
   const id = st.identity;
   if (id?.kind === "peercred") {
