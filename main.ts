@@ -4,7 +4,7 @@
  * returns an exit code; config errors exit 78 (EX_CONFIG).
  */
 import process from "node:process";
-import { EX_CONFIG, EX_OSERR, EX_SOFTWARE, EX_USAGE } from "./lib/cli/exit_codes.ts";
+import { EX_CONFIG, EX_OSERR, EX_SOFTWARE, EX_USAGE } from "./lib/sys/exit_codes.ts";
 import { flush } from "./lib/cli/flush.ts";
 import { mailq } from "./lib/cli/mailq.ts";
 import { queueCommand } from "./lib/cli/queue.ts";
@@ -19,9 +19,10 @@ import { ensureSigusr1Blocked } from "./lib/sys/sigusr1.ts";
 import { VERSION } from "./lib/version.ts";
 import { workerMain } from "./lib/worker/child.ts";
 import { privhelperMain } from "./lib/privsep/helper.ts";
-import { routeCommand } from "./lib/route/route_cli.ts";
+import { routeCommand } from "./lib/cli/route.ts";
 import { NO_USER_WARNING } from "./lib/privsep/plan.ts";
 import { passwd } from "./lib/auth/passwd.ts";
+import { dkimCommand } from "./lib/mailauth/keygen.ts";
 
 const HELP = `skiff ${VERSION} — a small, durable mail transfer agent
 
@@ -39,11 +40,14 @@ Commands:
   route ADDR...  show where each address would be delivered, and why
   newaliases     compile the aliases file (delivery.aliases)
   passwd USER    print a credentials line for USER (password on stdin)
+  dkim keygen --domain D --selector S [--type rsa|ed25519] [--out FILE]
+                 make a DKIM key (mode 0600) and print the DNS record to publish
   version        print the version
   help           this text
 
 The config comes from --config FILE, else $SKIFF_CONFIG, else the embedded default
-(SMTP on 127.0.0.1:2525, spool ./var/spool, Maildirs ./var/mail/<user>/).
+(SMTP on 127.0.0.1:2525, spool ./var/spool, Maildirs ./var/mail/<user>/); run as
+sendmail, mailq or newaliases, /etc/skiff/skiff.toml comes before the embedded default.
 Invoked as "sendmail", "mailq" or "newaliases" (a link to the binary), skiff acts as that command.
 `;
 
@@ -80,6 +84,17 @@ async function withConfig(path: string | undefined, fn: (c: Config) => Promise<n
   return await fn(cfg);
 }
 
+/** Where scripts/install.sh puts the config of an installed system. */
+const SYSTEM_CONFIG = "/etc/skiff/skiff.toml";
+
+function existsFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
 /** Names a link to the binary may have; each acts as that command. */
 const LINK_NAMES = new Set(["sendmail", "mailq", "newaliases"]);
 
@@ -97,7 +112,12 @@ async function main(argv: string[]): Promise<number> {
     return EX_USAGE;
   }
   const invokedAs = process.argv0.split("/").pop() ?? "";
-  if (LINK_NAMES.has(invokedAs)) parsed.rest = [invokedAs, ...parsed.rest];
+  if (LINK_NAMES.has(invokedAs)) {
+    parsed.rest = [invokedAs, ...parsed.rest];
+    // Programs run /usr/sbin/sendmail with no idea of skiff's config: an installed system's
+    // config is the default for the link names, as /etc/postfix is for Postfix's sendmail.
+    if (parsed.path === undefined && existsFile(SYSTEM_CONFIG)) parsed.path = SYSTEM_CONFIG;
+  }
   const [command = "help", ...args] = parsed.rest;
   if (GUARDED.has(command)) {
     // Before Deno's 500 ms grace period ends: see lib/sys/sigusr1.ts.
@@ -135,6 +155,8 @@ async function main(argv: string[]): Promise<number> {
       });
     case "passwd":
       return await passwd(args);
+    case "dkim":
+      return await withConfig(parsed.path, (c) => dkimCommand(c, args));
     case "worker":
       return await workerMain();
     case "privhelper":

@@ -14,7 +14,7 @@ import {
   parseConfig,
   parseHostPort,
 } from "../lib/config/load.ts";
-import { EX_CONFIG } from "../lib/cli/exit_codes.ts";
+import { EX_CONFIG } from "../lib/sys/exit_codes.ts";
 import { DEFAULT_CONFIG_TOML } from "../lib/config/default.ts";
 import { formatCidr, inNetworks, parseCidr } from "../lib/config/cidr.ts";
 import type { Config } from "../lib/config/types.ts";
@@ -49,6 +49,8 @@ Deno.test("embedded default parses into the documented values", () => {
       destination: "router",
       limits: {},
       milters: [],
+      dmarc: "enforce",
+      spfFail: "header",
     }, {
       address: { kind: "unix", path: "/srv/skiff/var/run/submit.sock" },
       mode: 0o666,
@@ -63,6 +65,8 @@ Deno.test("embedded default parses into the documented values", () => {
       destination: "router",
       limits: {},
       milters: [],
+      dmarc: "enforce",
+      spfFail: "header",
     }].map((l, i) => i === 1 ? { ...l, auth: "peercred" } : l),
     auth: {
       credentials: "",
@@ -103,7 +107,7 @@ Deno.test("embedded default parses into the documented values", () => {
       verifyRecipients: true,
       existingMaildirsOnly: false,
     },
-    log: { format: "text", level: "info" },
+    log: { format: "text", level: "info", file: "" },
     delivery: {
       delayWarning: 0,
       maxReceived: 50,
@@ -117,6 +121,7 @@ Deno.test("embedded default parses into the documented values", () => {
       rate: 0,
       tls: "may",
       tlsCaFile: "",
+      tlsPolicy: { mtaSts: "on", mtaStsCaFile: "", dane: "on", tlsRpt: "off", tlsRptDir: "" },
       authUser: "",
       authPassword: "",
       localMailbox: "maildir",
@@ -126,6 +131,14 @@ Deno.test("embedded default parses into the documented values", () => {
     },
     routes: [],
     http: { address: null, allowRemote: false, token: "", tokenFile: "" },
+    dkim: [],
+    mailauth: {
+      authservId: "",
+      quarantine: "header",
+      dnsTimeout: 20,
+      maxLookups: 50,
+      minKeyBits: 1024,
+    },
     sendmail: { maildropDir: "/srv/skiff/var/maildrop", untrustedSender: "refuse" },
     milter: {
       defaultAction: "tempfail",

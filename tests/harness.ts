@@ -48,9 +48,11 @@ export async function freePort(): Promise<number> {
 export function guardDns(toml: string): string {
   if (/^nameserver\s*=/m.test(toml)) return toml;
   const guard = `nameserver = "127.0.0.1:1"`;
-  return toml.includes("[delivery]\n")
+  const guarded = toml.includes("[delivery]\n")
     ? toml.replace("[delivery]\n", `[delivery]\n${guard}\n`)
     : `${toml}\n[delivery]\n${guard}\n`;
+  // Inbound checks (clients outside relay_networks) then meet no name server: give up fast.
+  return guarded.includes("[mailauth]") ? guarded : `${guarded}\n[mailauth]\ndns_timeout = 1\n`;
 }
 
 /** The argv that runs skiff under `deno run` with the task's permissions. */

@@ -133,9 +133,10 @@ peerTest(
       const conf = (await Deno.readTextFile("/etc/skiff/skiff.toml"))
         .replace('hostname = "mail.example.org"', 'hostname = "localhost"')
         .replace('address = "0.0.0.0:25"', `address = "127.0.0.1:${port}"`)
-        .replace('aliases = "/etc/aliases"', 'aliases = ""')
+        .replace('aliases = "/etc/aliases"', 'aliases = "/etc/skiff/aliases"')
         .replace("[delivery]", '[delivery]\nnameserver = "127.0.0.1:1"');
       await Deno.writeTextFile("/etc/skiff/skiff.toml", conf);
+      await Deno.writeTextFile("/etc/skiff/aliases", "postmaster: root\nteam: skinstb\n");
       const check = await runCommand(["/usr/local/sbin/skiff", "check-config"], {
         env: { SKIFF_CONFIG: "/etc/skiff/skiff.toml" },
       });
@@ -169,7 +170,7 @@ peerTest(
       });
       assert.equal(sent.code, 0, sent.stderr + log.join(""));
       const files = await waitFor(
-        async () => {
+        () => {
           const f = listDir("/home/skinstb/Maildir/new");
           return f.length > 0 ? f : null;
         },
@@ -188,6 +189,7 @@ peerTest(
       assert.match(q.stdout, /Mail queue is empty/);
       const na = await runCommand(["/usr/bin/newaliases"], {});
       assert.equal(na.code, 0, na.stderr);
+      assert.match(na.stdout, /2 aliases/);
     } finally {
       if (server) {
         try {

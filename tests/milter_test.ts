@@ -62,7 +62,7 @@ peerTest(
     const { server, port } = await serverWithMilter(`inet:127.0.0.1:${rspamd.port}`);
     try {
       const ok = await transaction(port, "a clean message");
-      assert.match(ok[5], /^250 2\.0\.0 Ok: queued as/, ok.join(" | "));
+      assert.match(ok[5], /^250 2\.0\.0 Ok: queued as/, ok.join(" | ") + server.log);
       const files = await waitFor(
         async () => {
           const f = await maildirFiles(`${server.dir}/mail/bob`);

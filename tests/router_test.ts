@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { parseAliases } from "../lib/route/aliases.ts";
 import { encodeSpecial, PROTOCOL_ALIAS, route, type RouterContext } from "../lib/route/router.ts";
 import { testConfig } from "./delivery_peers.ts";
+import { parseConfig } from "../lib/config/load.ts";
 
 const ctx: RouterContext = { aliases: new Map(), readFile: () => null, root: false };
 
@@ -106,4 +107,36 @@ Deno.test(".forward is never read by the router: a worker running as the user ch
   // After the worker found none: the mailbox, no second check.
   const past = route(cfg, { ...ctx, skipForward: true }, "root@localhost");
   assert.equal(past.type === "deliver" && past.forward, undefined);
+});
+
+Deno.test('maildir_root = "~/Maildir": each local user\'s own home, only with local_users', () => {
+  const home = (extra: string) =>
+    parseConfig(
+      `hostname = "skiff.test"\nspool_dir = "/srv/t/spool"\n[local]\nmaildir_root = "~/Maildir"\n` +
+        `domains = ["localhost"]\n[delivery]\nnameserver = "127.0.0.1:1"\n${extra}`,
+      "test.toml",
+    );
+  const cfg = home("local_users = true\n");
+  const r = route(cfg, ctx, "root@localhost");
+  assert.equal(r.type, "deliver");
+  if (r.type === "deliver") {
+    assert.deepEqual(r.destination, {
+      kind: "maildir",
+      path: "/root/Maildir",
+      user: { name: "root", uid: 0, gid: 0 },
+      exact: true,
+    });
+  }
+  assert.throws(() => home(""), /local\.maildir_root.*needs delivery\.local_users/);
+  for (const bad of ["~/", "~/../etc", "~root/Maildir", "~/a/./b"]) {
+    assert.throws(
+      () =>
+        parseConfig(
+          `[local]\nmaildir_root = ${JSON.stringify(bad)}\n[delivery]\nlocal_users = true\n`,
+          "test.toml",
+        ),
+      /local\.maildir_root/,
+      bad,
+    );
+  }
 });

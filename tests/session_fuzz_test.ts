@@ -113,7 +113,7 @@ level = "error"`.replace("127.0.0.1:0", "127.0.0.1:1"),
       "fuzz",
       { cwd: dir },
     );
-    if (Deno.env.get("FUZZ_LOG")) await setupLogging({ format: "text", level: "debug" });
+    if (Deno.env.get("FUZZ_LOG")) await setupLogging({ format: "text", level: "debug", file: "" });
     const spool = new Spool(cfg.spoolDir);
     await spool.init();
     const queued: string[] = [];

@@ -142,6 +142,16 @@ Deno.test("content without a final newline or empty gets a readable journal", as
   });
 });
 
+Deno.test("an empty write leaves the writer usable (a milter's message starts a held write)", async () => {
+  await withSpool(async (spool) => {
+    const w = await spool.begin();
+    await w.write(new Uint8Array(0));
+    await w.write(MESSAGE);
+    await w.commit(envelope(w.id, MESSAGE.length));
+    assert.deepEqual(await readAll((await spool.content(w.id)).stream), MESSAGE);
+  });
+});
+
 Deno.test("a 5 MB message streams in and out byte for byte", async () => {
   await withSpool(async (spool) => {
     const big = new Uint8Array(5 * 1024 * 1024 + 17);

@@ -11,7 +11,7 @@
 import type { Config } from "../config/types.ts";
 import { ControlError, controlRequest } from "../control/client.ts";
 import { setupLogging } from "../log/log.ts";
-import { EX_CONFIG, EX_OK, EX_SOFTWARE, EX_TEMPFAIL } from "./exit_codes.ts";
+import { EX_CONFIG, EX_OK, EX_SOFTWARE, EX_TEMPFAIL } from "../sys/exit_codes.ts";
 import { oneShotPass } from "./manager_link.ts";
 import { prepareQueueRun } from "../privsep/queue_run.ts";
 import { lockSpoolWait, type SpoolLock } from "./spool_lock.ts";

@@ -8,7 +8,7 @@
 import type { Config } from "../config/types.ts";
 import { ControlError } from "../control/client.ts";
 import { countMaildrop } from "../control/status.ts";
-import { EX_NOPERM, EX_OK } from "./exit_codes.ts";
+import { EX_NOPERM, EX_OK } from "../sys/exit_codes.ts";
 import { fetchQueue, formatMailq } from "./queue.ts";
 
 /** Prints the queue; returns the exit code. */

@@ -19,7 +19,14 @@ import {
 } from "../control/queue_ops.ts";
 import { isQueueId } from "../spool/queue_id.ts";
 import type { Envelope } from "../spool/records.ts";
-import { EX_CONFIG, EX_NOINPUT, EX_OK, EX_SOFTWARE, EX_TEMPFAIL, EX_USAGE } from "./exit_codes.ts";
+import {
+  EX_CONFIG,
+  EX_NOINPUT,
+  EX_OK,
+  EX_SOFTWARE,
+  EX_TEMPFAIL,
+  EX_USAGE,
+} from "../sys/exit_codes.ts";
 import { LOCKED_MESSAGE, oneShotPass, viaManager } from "./manager_link.ts";
 import { prepareQueueRun } from "../privsep/queue_run.ts";
 import { tryLockSpool } from "./spool_lock.ts";

@@ -5,7 +5,7 @@
  */
 import type { Config } from "../config/types.ts";
 import { ControlError, controlRequest } from "../control/client.ts";
-import { EX_CONFIG, EX_OK, EX_UNAVAILABLE } from "./exit_codes.ts";
+import { EX_CONFIG, EX_OK, EX_UNAVAILABLE } from "../sys/exit_codes.ts";
 
 /** Runs `skiff reload`; returns the exit code. */
 export async function reload(cfg: Config): Promise<number> {

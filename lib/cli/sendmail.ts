@@ -23,7 +23,7 @@ import {
   EX_OK,
   EX_TEMPFAIL,
   EX_USAGE,
-} from "./exit_codes.ts";
+} from "../sys/exit_codes.ts";
 import { flush } from "./flush.ts";
 import { mailq } from "./mailq.ts";
 import { queueCommand } from "./queue.ts";

@@ -5,8 +5,8 @@
  * prints where each address would be routed and why (`skiff route`).
  */
 import type { Config } from "../config/types.ts";
-import { newaliasesCommand as routerNewaliases, routeCommand } from "../route/route_cli.ts";
-import { EX_USAGE } from "./exit_codes.ts";
+import { newaliasesCommand as routerNewaliases, routeCommand } from "./route.ts";
+import { EX_USAGE } from "../sys/exit_codes.ts";
 
 /** `sendmail -bi`. */
 export function newaliasesCommand(cfg: Config, _argv: string[]): Promise<number> {

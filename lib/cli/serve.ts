@@ -15,12 +15,18 @@
  */
 import type { Config } from "../config/types.ts";
 import { type ListenerGroup, startListeners } from "../listen/mod.ts";
-import { logError, logEvent, logWarn, setupLogging } from "../log/log.ts";
+import { logError, logEvent, logWarn, reopenLogFile, setupLogging } from "../log/log.ts";
 import { QueueManager } from "../queue/manager.ts";
 import { Spool } from "../spool/spool.ts";
 import { attachControl, type Attached } from "../control/attach.ts";
 import { VERSION } from "../version.ts";
-import { EX_CONFIG, EX_OSERR, EX_TEMPFAIL, EX_UNAVAILABLE } from "./exit_codes.ts";
+import {
+  EX_CANTCREAT,
+  EX_CONFIG,
+  EX_OSERR,
+  EX_TEMPFAIL,
+  EX_UNAVAILABLE,
+} from "../sys/exit_codes.ts";
 import { lockHolderPid, tryLockSpool } from "./spool_lock.ts";
 import type { HttpEndpoint } from "../http/server.ts";
 import { recipientCheck } from "../route/verify.ts";
@@ -87,7 +93,12 @@ async function switchToUser(u: { uid: number; gid: number }): Promise<void> {
 
 /** Runs the manager until a stop signal; returns the exit code. */
 export async function serve(cfg: Config): Promise<number> {
-  await setupLogging(cfg.log);
+  try {
+    await setupLogging(cfg.log, { file: true, owner: cfg.user ?? undefined });
+  } catch (err) {
+    console.error(`skiff: cannot open the log file ${cfg.log.file}: ${(err as Error).message}`);
+    return EX_CANTCREAT;
+  }
   rememberDenoDir();
   const plan = await prepare(cfg);
   if (typeof plan === "number") return plan;
@@ -204,6 +215,8 @@ async function run(
       manager,
       connections: () => listeners.reduce((n, l) => n + l.connections(), 0),
       reloadExtra: async () => {
+        const why = reopenLogFile();
+        if (why) logError("log file reopen failed", { error: why });
         await group.reload();
         const r = await helper?.reload().catch((e) => ({ ok: false, error: String(e) }));
         if (r && !r.ok) logError("privileged helper reload failed", { error: String(r.error) });

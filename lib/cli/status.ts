@@ -6,7 +6,7 @@
 import type { Config } from "../config/types.ts";
 import { ControlError, controlRequest } from "../control/client.ts";
 import { formatStatus, type SpoolStatus, spoolStatus } from "../control/status.ts";
-import { EX_OK, EX_SOFTWARE, EX_USAGE } from "./exit_codes.ts";
+import { EX_OK, EX_SOFTWARE, EX_USAGE } from "../sys/exit_codes.ts";
 import { NO_USER_WARNING } from "../privsep/plan.ts";
 
 /** Runs `skiff status`; returns the exit code. */

@@ -16,7 +16,7 @@ import { dropMessage, ensureMaildrop } from "../maildrop/drop.ts";
 import { Conn } from "../net/conn.ts";
 import { runSession } from "../smtp/session.ts";
 import { Spool } from "../spool/spool.ts";
-import { EX_OK, EX_TEMPFAIL } from "./exit_codes.ts";
+import { EX_OK, EX_TEMPFAIL } from "../sys/exit_codes.ts";
 import { submissionListener } from "./submit_target.ts";
 
 /** Runs the -bs session; returns the exit code. */

@@ -28,6 +28,8 @@ require_auth = false
 senders = "own"
 destination = "router"
 milters = []
+dmarc = "enforce"
+spf_fail = "header"
 
 [[listener]]
 address = "unix:./var/run/submit.sock"
@@ -81,6 +83,7 @@ existing_maildirs_only = false
 [log]
 format = "text"
 level = "info"
+file = ""
 
 [milter]
 default_action = "tempfail"
@@ -91,6 +94,13 @@ content_timeout = 300
 [sendmail]
 maildrop_dir = "./var/maildrop"
 untrusted_sender = "refuse"
+
+[mailauth]
+authserv_id = ""
+quarantine = "header"
+dns_timeout = 20
+max_lookups = 50
+min_key_bits = 1024
 
 [delivery]
 delay_warning = 0
@@ -105,6 +115,11 @@ concurrency = 10
 rate = 0
 tls = "may"
 tls_ca_file = ""
+mta_sts = "on"
+mta_sts_ca_file = ""
+dane = "on"
+tls_rpt = "off"
+tls_rpt_dir = ""
 auth_user = ""
 auth_password = ""
 local_mailbox = "maildir"

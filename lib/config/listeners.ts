@@ -8,6 +8,7 @@
 import {
   formatHostPort,
   inline,
+  isHostname,
   isTable,
   parseHostPort,
   type Reader,
@@ -16,6 +17,7 @@ import {
 import { resolveOwner } from "./owner.ts";
 import { parseMilterAddress } from "./milter_address.ts";
 import type { LimitsConfig, ListenAddress, ListenerConfig } from "./types.ts";
+import { LISTENER_DEFAULTS, readListenerPolicy } from "./mailauth.ts";
 
 /**
  * A listener's destination spec: "router" or "transport:nexthop". The
@@ -111,6 +113,7 @@ function readOne(r: Reader, item: unknown, i: number): ListenerConfig {
     senders: "own",
     destination: "router",
     milters: [],
+    ...LISTENER_DEFAULTS,
     ...t,
   };
   const modeText = r.string(d, `${key}.mode`, "mode", 'an octal mode such as "0660"');
@@ -192,6 +195,7 @@ function readOne(r: Reader, item: unknown, i: number): ListenerConfig {
     destination,
     limits,
     milters,
+    ...readListenerPolicy({ fail: r.fail.bind(r), cwd: r.cwd, isHostname }, d, key),
   };
 }
 
@@ -237,6 +241,8 @@ export function describeListener(l: ListenerConfig): string[] {
     kv("senders", l.senders),
     kv("destination", l.destination),
     kv("milters", l.milters),
+    kv("dmarc", l.dmarc),
+    kv("spf_fail", l.spfFail),
   ];
   const limits = Object.fromEntries(
     LIMIT_KEYS.filter(([, name]) => l.limits[name] !== undefined).map((

@@ -28,6 +28,7 @@ import {
 import { describeRouting, readDelivery, readRoutes } from "./routing.ts";
 import { describeHttp, readHttp } from "./http.ts";
 import { lookupGroup, readPasswd } from "../sys/passwd.ts";
+import { describeMailauth, readDkim, readMailauth } from "./mailauth.ts";
 
 /** Where the configuration came from when no file was given. */
 export const EMBEDDED_SOURCE = "(embedded default)";
@@ -64,6 +65,8 @@ const KEYS: Record<string, readonly string[]> = {
     "http",
     "user",
     "group",
+    "dkim",
+    "mailauth",
   ],
   listener: [
     "address",
@@ -80,6 +83,8 @@ const KEYS: Record<string, readonly string[]> = {
     "destination",
     "limits",
     "milters",
+    "dmarc",
+    "spf_fail",
   ],
   auth: ["credentials", "trusted_users", "max_failures", "failure_window", "concurrent_checks"],
   limits: [
@@ -109,7 +114,7 @@ const KEYS: Record<string, readonly string[]> = {
   ],
   relay: ["relayhost", "connect_timeout", "reply_timeout"],
   local: ["domains", "maildir_root", "verify_recipients", "existing_maildirs_only"],
-  log: ["format", "level"],
+  log: ["format", "level", "file"],
   sendmail: ["maildrop_dir", "untrusted_sender"],
   milter: ["default_action", "connect_timeout", "command_timeout", "content_timeout"],
 };
@@ -211,6 +216,21 @@ function readUser(r: Reader, raw: Table): Config["user"] {
   return { name, uid: pw.uid, gid, home: pw.home, group };
 }
 
+/** local.maildir_root: a directory of Maildirs, or "~/PATH" for one in each user's home. */
+function readMaildirRoot(r: Reader, local: Table): string {
+  const text = r.string(local, "local.maildir_root", "maildir_root");
+  if (!text.startsWith("~")) return r.path(local, "local.maildir_root", "maildir_root");
+  // "~/Maildir" is `<the recipient's home>/Maildir`: plain names below the home, nothing else.
+  const parts = text.slice(2).split("/");
+  if (
+    !text.startsWith("~/") ||
+    parts.some((p) => p === "" || p === "." || p === ".." || p.includes("\0"))
+  ) {
+    r.fail("local.maildir_root", 'a directory, or "~/Maildir" for each user\'s home', text);
+  }
+  return text;
+}
+
 function build(r: Reader, raw: Table, source: string): Config {
   r.table(raw, "", "");
   const hostname = r.string(raw, "hostname", "hostname", HOSTNAME);
@@ -233,10 +253,13 @@ function build(r: Reader, raw: Table, source: string): Config {
     isHostname,
     inline,
   };
+  const authCtx = { fail: r.fail.bind(r), cwd: r.cwd, isHostname };
   const config: Config = {
     delivery: readDelivery(routeCtx, raw.delivery),
     routes: readRoutes(routeCtx, raw.route),
     http: readHttp(routeCtx, raw.http),
+    dkim: readDkim(authCtx, raw.dkim),
+    mailauth: readMailauth(authCtx, raw.mailauth),
     source,
     hostname,
     user: readUser(r, raw),
@@ -264,7 +287,7 @@ function build(r: Reader, raw: Table, source: string): Config {
     },
     local: {
       domains: readDomains(r, local),
-      maildirRoot: r.path(local, "local.maildir_root", "maildir_root"),
+      maildirRoot: readMaildirRoot(r, local),
       verifyRecipients: readBool(r, local, "local.verify_recipients"),
       existingMaildirsOnly: readBool(r, local, "local.existing_maildirs_only"),
     },
@@ -276,6 +299,9 @@ function build(r: Reader, raw: Table, source: string): Config {
         "warning",
         "error",
       ]),
+      file: r.string(log, "log.file", "file", '"" or a file path') === ""
+        ? ""
+        : r.path(log, "log.file", "file"),
     },
   };
   if (config.queue.retryMin > config.queue.retryMax) {
@@ -283,6 +309,14 @@ function build(r: Reader, raw: Table, source: string): Config {
       "queue.retry_min",
       `at most queue.retry_max (${config.queue.retryMax})`,
       config.queue.retryMin,
+    );
+  }
+  if (config.local.maildirRoot.startsWith("~/") && !config.delivery.localUsers) {
+    // Whose home? Only /etc/passwd can say, and only local_users looks there.
+    r.fail(
+      "local.maildir_root",
+      'a directory ("~/..." needs delivery.local_users = true)',
+      config.local.maildirRoot,
     );
   }
   return config;
@@ -414,12 +448,13 @@ export function describeConfig(c: Config): string {
     ["verify_recipients", c.local.verifyRecipients],
     ["existing_maildirs_only", c.local.existingMaildirsOnly],
   ]);
-  section("log", [["format", c.log.format], ["level", c.log.level]]);
+  section("log", [["format", c.log.format], ["level", c.log.level], ["file", c.log.file]]);
   section("sendmail", [
     ["maildrop_dir", c.sendmail.maildropDir],
     ["untrusted_sender", c.sendmail.untrustedSender],
   ]);
   lines.push(...describeRouting({ inline, formatHostPort }, c.delivery, c.routes));
   lines.push(...describeHttp({ inline, formatHostPort }, c.http));
+  lines.push(...describeMailauth(inline, c.mailauth, c.dkim));
   return lines.join("\n") + "\n";
 }

@@ -5,6 +5,7 @@
  */
 import type { HostPort } from "./reader.ts";
 import type { RunAs } from "../sys/passwd.ts";
+import type { TlsPolicyConfig } from "./tls_policy.ts";
 
 /**
  * STARTTLS policy of an SMTP/LMTP destination. "may": use it when offered,
@@ -47,7 +48,8 @@ export type Destination =
     /** A /file target of an alias or .forward (not a mailbox under mbox_dir or a route). */
     file?: boolean;
   }
-  | { kind: "maildir"; path: string; user: RunAs | null }
+  /** `exact`: path is the Maildir itself (a home Maildir), not the directory of users' Maildirs. */
+  | { kind: "maildir"; path: string; user: RunAs | null; exact?: boolean }
   | { kind: "discard" }
   | { kind: "error"; dsn: string; text: string };
 
@@ -96,6 +98,8 @@ export interface DeliveryConfig {
   mboxDir: string;
   /** Run local deliveries as the recipient's uid/gid (from /etc/passwd) when skiff is root. */
   localUsers: boolean;
+  /** MTA-STS, DANE and TLS-RPT switches (lib/tlspolicy/config.ts). */
+  tlsPolicy: TlsPolicyConfig;
   /**
    * The user that pipe routes, alias commands and files without `user =`
    * run as when skiff is root (Postfix's default_privs); never root.

@@ -9,6 +9,7 @@ import { resolve } from "node:path";
 import type { HostPort } from "./types.ts";
 import { lookupUser } from "../sys/passwd.ts";
 import type { DeliveryConfig, Destination, RouteConfig, RunAs, TlsMode } from "./route_types.ts";
+import { describeTlsPolicy, readTlsPolicyConfig, TLS_POLICY_KEYS } from "./tls_policy.ts";
 
 /** Reports a mistake and never returns (load.ts's Reader.fail). */
 export type Fail = (key: string, expected: string, found: unknown) => never;
@@ -44,6 +45,7 @@ const DELIVERY_KEYS = [
   "local_mailbox",
   "mbox_dir",
   "local_users",
+  ...TLS_POLICY_KEYS,
   "default_privs",
 ];
 
@@ -178,6 +180,7 @@ export function readDelivery(ctx: RouteReaderContext, raw: unknown): DeliveryCon
     localMailbox: mailbox,
     mboxDir: resolve(ctx.cwd, str(ctx, raw, "delivery", "mbox_dir") || "."),
     localUsers: raw.local_users as boolean,
+    tlsPolicy: readTlsPolicyConfig(raw, { cwd: ctx.cwd, fail: ctx.fail }),
     defaultPrivs: defaultPrivs(ctx, raw),
   };
 }
@@ -311,6 +314,7 @@ export function describeRouting(
     kv("local_mailbox", d.localMailbox),
     kv("mbox_dir", d.mboxDir),
     kv("local_users", d.localUsers),
+    ...describeTlsPolicy(d.tlsPolicy, { inline: ctx.inline, nameserver: d.nameserver !== null }),
     kv("default_privs", d.defaultPrivs),
   ];
   for (const r of routes) {

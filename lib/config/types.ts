@@ -7,6 +7,7 @@
 import type { DeliveryConfig, RouteConfig } from "./route_types.ts";
 import type { SocketOwner } from "./owner.ts";
 import type { HttpConfig } from "./http.ts";
+import type { DkimKeyConfig, DmarcPolicy, MailauthConfig, SpfFailPolicy } from "./mailauth.ts";
 
 import type { HostPort } from "./reader.ts";
 export type { HostPort };
@@ -47,6 +48,10 @@ export interface ListenerConfig {
   limits: Partial<LimitsConfig>;
   /** Milters consulted for mail accepted here, in order: "inet:host:port" or "unix:/path". */
   milters: string[];
+  /** Inbound DMARC policy for unauthenticated mail (docs/authentication.md). */
+  dmarc: DmarcPolicy;
+  /** What SPF "fail" does to unauthenticated mail. */
+  spfFail: SpfFailPolicy;
 }
 
 /** Authentication settings shared by the listeners. */
@@ -139,6 +144,8 @@ export interface LocalConfig {
 export interface LogConfig {
   format: "text" | "json";
   level: "debug" | "info" | "warning" | "error";
+  /** The manager's mail log file (appended; reopened on reload); "" = stderr (journald). */
+  file: string;
 }
 
 /** The sendmail shim and local submission. */
@@ -196,4 +203,8 @@ export interface Config {
   routes: RouteConfig[];
   /** The monitoring endpoint ([http], lib/config/http.ts). */
   http: HttpConfig;
+  /** DKIM signing keys ([[dkim]]), in file order. */
+  dkim: DkimKeyConfig[];
+  /** Inbound verification settings ([mailauth]). */
+  mailauth: MailauthConfig;
 }

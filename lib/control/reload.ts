@@ -10,6 +10,7 @@
 import { loadConfig } from "../config/load.ts";
 import type { Config } from "../config/types.ts";
 import { logEvent, setupLogging } from "../log/log.ts";
+import { forgetDkimKeys } from "../mailauth/keys.ts";
 
 /** Keys that a running manager cannot change without a restart. */
 const RESTART_KEYS: readonly (keyof Config)[] = ["spoolDir", "listeners", "user"];
@@ -29,6 +30,8 @@ export async function reloadConfig(cfg: Config): Promise<Record<string, unknown>
     (cfg as unknown as Record<string, unknown>)[key] = fresh[key];
   }
   if (changed.includes("log")) await setupLogging(cfg.log);
+  // DKIM key files may have changed even when their paths did not.
+  forgetDkimKeys();
   logEvent("reloaded", {
     config: cfg.source,
     changed: changed.join(",") || "nothing",

@@ -41,6 +41,8 @@ export interface MaildirDelivery {
   hostname: string;
   /** The message as stored in the spool, with CRLF line endings. */
   content: ReadableStream<Uint8Array>;
+  /** `user` names a directory as written (a home's "Maildir"), not a recipient: keep its case. */
+  keepCase?: boolean;
 }
 
 let deliveries = 0;
@@ -204,7 +206,7 @@ async function linkIntoNew(root: string, user: string, name: string): Promise<st
 export async function deliverToMaildir(opts: MaildirDelivery): Promise<string> {
   let user: string, head: Uint8Array;
   try {
-    user = mailboxName(opts.user);
+    user = opts.keepCase ? (mailboxName(opts.user), opts.user) : mailboxName(opts.user);
     head = traceHeaders(opts);
   } catch (e) {
     await opts.content.cancel(e).catch(() => {});

@@ -20,6 +20,8 @@ import {
 import { SessionEnd } from "../smtp/client_session.ts";
 import { ConnectionCache } from "./conn_cache.ts";
 import { DeliveryError } from "../mail/delivery_error.ts";
+import { requireTlsEnd, type TlsPolicy } from "../tlspolicy/policy.ts";
+import type { TlsMode } from "../config/route_types.ts";
 
 /**
  * A network destination after routing: a route's smtp or lmtp destination as
@@ -42,6 +44,10 @@ export interface NetContext {
   ca?: string[];
   /** [delivery] tls_ca_file: a PEM bundle trusted for "verify" when the route names none. */
   caFile?: string;
+  /** MTA-STS, DANE, REQUIRETLS and TLS-RPT for MX delivery (lib/tlspolicy/policy.ts). */
+  tlsPolicy?: TlsPolicy;
+  /** HTTPS port of MTA-STS policy hosts (443; tests use another). */
+  mtaStsPort?: number;
 }
 
 /** The CA bundle a destination's "verify" trusts ("" = none). */
@@ -54,8 +60,12 @@ function caFileOf(d: NetDestination, ctx: NetContext): string {
  * read when a session is opened (so a renewed bundle is picked up). An
  * unreadable file defers with 4.3.5 ("system incorrectly configured").
  */
-async function trustedCas(d: NetDestination, ctx: NetContext): Promise<string[] | undefined> {
-  const file = d.tls === "verify" ? caFileOf(d, ctx) : "";
+async function trustedCas(
+  d: NetDestination,
+  ctx: NetContext,
+  tls: TlsMode,
+): Promise<string[] | undefined> {
+  const file = tls === "verify" ? caFileOf(d, ctx) : "";
   if (file === "") return ctx.ca;
   try {
     return [...(ctx.ca ?? []), await Deno.readTextFile(file)];
@@ -80,13 +90,20 @@ export function destinationKey(d: NetDestination): string {
 }
 
 /** The ordered targets of a destination; throws DeliveryError (DNS trouble, null MX). */
-async function targetsOf(d: NetDestination, ctx: NetContext): Promise<SmtpTarget[]> {
+async function targetsOf(
+  d: NetDestination,
+  ctx: NetContext,
+  msg: OutgoingMessage,
+): Promise<SmtpTarget[]> {
+  // RFC 8689 §5: REQUIRETLS needs a verified certificate on every hop (MX: DANE may stand
+  // in for it, see tlsPolicy, which gets the route's own mode).
+  const tls = msg.requireTls ? "verify" : d.tls;
   const base = {
     helo: ctx.helo,
     connectTimeoutMs: ctx.connectTimeoutMs,
     replyTimeoutMs: ctx.replyTimeoutMs,
-    tls: d.tls,
-    ca: await trustedCas(d, ctx),
+    tls,
+    ca: await trustedCas(d, ctx, tls),
   };
   if (d.kind === "smtp") {
     return [{
@@ -101,7 +118,14 @@ async function targetsOf(d: NetDestination, ctx: NetContext): Promise<SmtpTarget
     return [{ ...base, host: d.host, port: d.port, socket: d.socket || undefined, lmtp: true }];
   }
   const mx = await resolveMx(d.domain, ctx.resolver);
-  return mx.map((m) => ({ ...base, host: m.address, port: ctx.mxPort, servername: m.host }));
+  const targets = mx.map((m) => ({
+    ...base,
+    host: m.address,
+    port: ctx.mxPort,
+    servername: m.host,
+  }));
+  if (!ctx.tlsPolicy) return targets;
+  return await ctx.tlsPolicy.apply(d.domain, d.tls, targets, msg);
 }
 
 /** Delivers msg to d; see the module comment. */
@@ -111,7 +135,8 @@ export async function deliverNet(
   ctx: NetContext,
 ): Promise<SendResult> {
   const key = destinationKey(d);
-  const cached = await ctx.cache.take(key);
+  // A REQUIRETLS message opens its own session: its policy is checked at the handshake.
+  const cached = msg.requireTls ? null : await ctx.cache.take(key);
   if (cached) {
     const result = await cached.send(msg);
     if (!result.tryNext) {
@@ -127,7 +152,7 @@ export async function deliverNet(
   }
   let targets: SmtpTarget[];
   try {
-    targets = await targetsOf(d, ctx);
+    targets = await targetsOf(d, ctx, msg);
   } catch (err) {
     const e = err instanceof DeliveryError ? err : new DeliveryError(String(err), { dsn: "4.4.3" });
     const end = new SessionEnd({
@@ -147,11 +172,13 @@ export async function deliverNet(
       session = await openSession(target);
     } catch (err) {
       if (!(err instanceof SessionEnd)) throw err;
-      last = { relay: relayName(target), recipients: endResults(msg, err) };
+      target.tlsReport?.({ tls: false, end: err });
+      last = { relay: relayName(target), recipients: endResults(msg, requireTlsEnd(msg, err)) };
       // RFC 5321 §5.1: a permanent greeting refusal ends it; trouble moves on.
       if (err.outcome === "failed") return last;
       continue;
     }
+    target.tlsReport?.({ tls: session.tls !== null });
     const result = await session.send(msg);
     last = {
       relay: session.relay,

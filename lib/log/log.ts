@@ -43,17 +43,57 @@ export function formatJson(record: LogRecord): string {
 
 const encoder = new TextEncoder();
 
-/** Sets up logging to stderr in the configured format. Call once per process. */
-export async function setupLogging(cfg: LogConfig, opts: { process?: string } = {}): Promise<void> {
+/** The manager's log file ([log] file), when it writes one; else lines go to stderr. */
+let logFile: { path: string; owner?: { uid: number; gid: number }; file: Deno.FsFile } | null =
+  null;
+
+function openLogFile(path: string, owner?: { uid: number; gid: number }): Deno.FsFile {
+  const file = Deno.openSync(path, { append: true, create: true, mode: 0o640 });
+  // Created by root before the switch to skiff's user: give it to that user, who reopens it.
+  if (owner && Deno.uid() === 0) Deno.chownSync(path, owner.uid, owner.gid);
+  return file;
+}
+
+/**
+ * Reopens the log file (SIGHUP, `skiff reload`): after logrotate moved it
+ * away, lines go to a new file of the same name. Keeps the old one on error.
+ */
+export function reopenLogFile(): string | null {
+  if (!logFile) return null;
+  try {
+    const fresh = openLogFile(logFile.path, logFile.owner);
+    const old = logFile.file;
+    logFile = { ...logFile, file: fresh };
+    old.close();
+    return null;
+  } catch (err) {
+    return `Cannot reopen ${logFile.path}: ${(err as Error).message}`;
+  }
+}
+
+/**
+ * Sets up logging in the configured format. Call once per process. Only the
+ * manager (`file: true`) writes [log] file; every other process, workers
+ * included, writes stderr (the manager records what its children print).
+ */
+export async function setupLogging(
+  cfg: LogConfig,
+  opts: { process?: string; file?: boolean; owner?: { uid: number; gid: number } } = {},
+): Promise<void> {
   const format = cfg.format === "json" ? formatJson : formatText;
   const proc = opts.process;
+  if (opts.file && cfg.file) {
+    logFile = { path: cfg.file, owner: opts.owner, file: openLogFile(cfg.file, opts.owner) };
+  }
   await reset();
   await configure({
     reset: true,
     sinks: {
       stderr: (record: LogRecord) => {
         const rec = proc ? { ...record, properties: { ...record.properties, proc } } : record;
-        Deno.stderr.writeSync(encoder.encode(format(rec)));
+        const bytes = encoder.encode(format(rec));
+        if (logFile) logFile.file.writeSync(bytes);
+        else Deno.stderr.writeSync(bytes);
       },
     },
     loggers: [

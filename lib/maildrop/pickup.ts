@@ -21,6 +21,7 @@ import { decodeDrop, type DropEnvelope } from "./format.ts";
 import { loginOf } from "../sys/passwd.ts";
 import { senderAllowed } from "./sender_policy.ts";
 import { type SafeRead, safeReadFile, UnsafeFileError } from "../sys/safe_open.ts";
+import { authenticateMessage } from "../mailauth/hook.ts";
 
 /** Incomplete drops older than this are abandoned (the shim died while writing). */
 const ABANDONED_MS = 24 * 3600 * 1000;
@@ -93,6 +94,36 @@ async function pickupOne(cfg: Config, spool: Spool, path: string): Promise<strin
   return id;
 }
 
+/**
+ * DKIM-signs a local user's dropped message as the submission socket would
+ * (lib/mailauth/hook.ts); a signing failure throws, leaving the drop file
+ * for the next pickup.
+ */
+async function dkimSignDrop(
+  cfg: Config,
+  d: { uid: number; content: Uint8Array; from: string; id: string; now: number },
+): Promise<string> {
+  if (cfg.dkim.length === 0) return "";
+  const name = loginOf(d.uid).name;
+  const trusted = d.uid === 0 || cfg.auth.trustedUsers.includes(name);
+  const out = await authenticateMessage(d.content, {
+    cfg,
+    listener: { senders: "own", dmarc: "off", spfFail: "ignore" },
+    subject: {
+      identity: { kind: "peercred", name, uid: d.uid, trusted },
+      clientAddress: "",
+      helo: "",
+      from: d.from,
+    },
+    role: "sign",
+    id: d.id,
+    client: "maildrop",
+    now: d.now,
+  });
+  if (out.reject) throw new Error(`DKIM signing of the drop from uid ${d.uid} failed`);
+  return out.prepend;
+}
+
 /** Writes a dropped message into the spool as submitted by `uid`. */
 async function queueDrop(
   cfg: Config,
@@ -124,8 +155,11 @@ async function queueDrop(
     `Received: by ${cfg.hostname} (skiff, from userid ${d.uid})\r\n\tid ${writer.id}; ${
       rfc5322Date(now)
     }\r\n`;
-  const head = new TextEncoder().encode(received + warning);
+  let head = new Uint8Array();
   try {
+    // A sender kept with an X-Authentication-Warning is not the user's own: never signed.
+    const signature = warning ? "" : await dkimSignDrop(cfg, { ...d, from, id: writer.id, now });
+    head = new TextEncoder().encode(signature + received + warning);
     await writer.write(head);
     await writer.write(d.content);
     const envelope: Envelope = {

@@ -21,6 +21,21 @@ export interface ClientTlsInfo {
   authorizationError: string | null;
   protocol: string | null;
   cipher: string | null;
+  /** The certificates the server sent (DER, leaf first), for DANE (lib/tlspolicy/dane.ts). */
+  peerChain?: Uint8Array[];
+}
+
+/** The DER chain of a node:tls peer, leaf first (bounded; stops at a self-issued loop). */
+function peerChain(sock: tls.TLSSocket): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let cert = sock.getPeerCertificate?.(true) as tls.DetailedPeerCertificate | undefined;
+  const seen = new Set<unknown>();
+  while (cert?.raw && !seen.has(cert) && out.length < 10) {
+    seen.add(cert);
+    out.push(new Uint8Array(cert.raw));
+    cert = cert.issuerCertificate;
+  }
+  return out;
 }
 
 /** A byte stream with pull-style reads, bounded by per-read deadlines. */
@@ -234,6 +249,7 @@ export class Conn {
             authorizationError: sock.authorizationError ? String(sock.authorizationError) : null,
             protocol: sock.getProtocol?.() ?? null,
             cipher: cipher?.name ?? null,
+            peerChain: peerChain(sock),
           },
         });
       });

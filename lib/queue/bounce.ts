@@ -131,7 +131,10 @@ export function buildReport(input: ReportInput): Uint8Array {
   const boundary = `${input.id}/${cfg.hostname}`;
   const ret = env.params?.RET?.toUpperCase();
   const success = action === "delivered" || action === "relayed";
-  const full = !success && ret !== "HDRS" && input.original.length <= MAX_RETURNED;
+  // RFC 8689 §5: the report may travel without TLS, so a REQUIRETLS body is not returned.
+  const protectedBody = env.params?.REQUIRETLS !== undefined;
+  const full = !success && ret !== "HDRS" && !protectedBody &&
+    input.original.length <= MAX_RETURNED;
   const original = full ? input.original : headerOf(input.original);
   const failed = action === "failed";
   const subject = failed

@@ -318,6 +318,7 @@ function outgoing(
       ? "FULL"
       : undefined,
     envid: p.ENVID,
+    requireTls: "REQUIRETLS" in p,
     rcptParams: rcpts.map((r) => env.recipients[r.index]),
   };
 }

@@ -18,6 +18,8 @@ import { type RunOptions, runWorkerJob } from "../worker/run_job.ts";
 import { ConnectionCache } from "../deliver/conn_cache.ts";
 import type { NetContext } from "../deliver/smtp.ts";
 import { ProgramPool } from "../deliver/program.ts";
+import { TlsPolicy } from "../tlspolicy/policy.ts";
+import { reportSender } from "../tlspolicy/rpt_send.ts";
 import type { Spawner } from "../sys/spawn.ts";
 import { dispatch, type DispatchDeps } from "./dispatch.ts";
 import { DestinationLimiter, type LimiterClock } from "./limits.ts";
@@ -75,6 +77,26 @@ export class QueueManager {
       idleMs: d.cacheIdle * 1000,
       spawner: opts.spawner,
     });
+    const resolver = { nameserver: d.nameserver, timeoutMs: d.dnsTimeout * 1000 };
+    const tlsPolicy: TlsPolicy = new TlsPolicy({
+      config: d.tlsPolicy,
+      resolver,
+      spoolDir: cfg.spoolDir,
+      hostname: cfg.hostname,
+      port: opts.net?.mtaStsPort,
+      now: this.#now,
+      send: (...a): Promise<void> =>
+        reportSender({
+          spool: this.#spool,
+          hostname: cfg.hostname,
+          txt: (n): Promise<string[]> => tlsPolicy.txt(n),
+          enqueue: (id) => this.enqueue(id),
+        })(...a),
+    });
+    // Reports of days that ended while skiff was down are written now.
+    tlsPolicy.rpt?.rollover().catch((err) =>
+      logWarn("tls-rpt rollover failed", { reason: String(err) })
+    );
     this.#deps = {
       cfg,
       spool: this.#spool,
@@ -84,9 +106,10 @@ export class QueueManager {
         connectTimeoutMs: cfg.relay.connectTimeout * 1000,
         replyTimeoutMs,
         cache: this.#cache,
-        resolver: { nameserver: d.nameserver, timeoutMs: d.dnsTimeout * 1000 },
+        resolver,
         mxPort: 25,
         caFile: d.tlsCaFile,
+        tlsPolicy,
         ...opts.net,
       },
       limiter: new DestinationLimiter(opts.limiterClock),

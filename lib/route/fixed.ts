@@ -30,6 +30,8 @@ export function fixedDestination(cfg: Config, spec: string): Destination | null 
       return hp ? { kind: "lmtp", ...hp, socket: "", tls: "none" } : null;
     }
     case "maildir":
+      // "maildir:" alone means the local mailboxes; home Maildirs need the router's passwd lookup.
+      if (!next && cfg.local.maildirRoot.startsWith("~/")) return null;
       return { kind: "maildir", path: next || cfg.local.maildirRoot, user: null };
     case "discard":
       return { kind: "discard" };

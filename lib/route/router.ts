@@ -308,9 +308,12 @@ function mailboxRoute(
     const why = `local domain, [[route]] domain = "${rt.domain}"`;
     return delivered(cfg, { destination, domain, user, runAs: who, limits: rt, why });
   }
+  const root = cfg.local.maildirRoot;
   const destination: Destination = d.localMailbox === "mbox"
     ? { kind: "mbox", path: d.mboxDir, user: runAs }
-    : { kind: "maildir", path: cfg.local.maildirRoot, user: runAs };
+    : root.startsWith("~/") && pw
+    ? { kind: "maildir", path: `${pw.home}/${root.slice(2)}`, user: runAs, exact: true }
+    : { kind: "maildir", path: root, user: runAs };
   const bad = badMailbox(destination, user);
   if (bad) return bad;
   const why = `local domain "${domain || "(none)"}", ${d.localMailbox} mailbox`;
@@ -399,7 +402,9 @@ export function describeDestination(dest: Destination, domain: string): string {
     case "mbox":
       return `mbox ${dest.path}${dest.user ? ` as ${dest.user.name}` : ""}`;
     case "maildir":
-      return `maildir under ${dest.path}${dest.user ? ` as ${dest.user.name}` : ""}`;
+      return `maildir ${dest.exact ? "" : "under "}${dest.path}${
+        dest.user ? ` as ${dest.user.name}` : ""
+      }`;
     case "discard":
       return "discard";
     case "error":

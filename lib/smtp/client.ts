@@ -43,6 +43,10 @@ export interface SmtpTarget {
   ca?: string[];
   authUser?: string;
   authPassword?: string;
+  /** Checks a handshake beyond node:tls (DANE, MTA-STS testing): a refusal text or null (lib/tlspolicy). */
+  tlsCheck?: SessionOptions["tlsCheck"];
+  /** Told how the session's TLS went, for TLS-RPT (lib/tlspolicy/policy.ts). */
+  tlsReport?: (r: { tls: boolean; end?: SessionEnd }) => void;
 }
 
 /** "host[ip]:port" (or the socket path) for texts and logs. */
@@ -94,6 +98,7 @@ export async function openSession(target: SmtpTarget): Promise<SmtpSession> {
     ca: target.ca,
     authUser: target.authUser,
     authPassword: target.authPassword,
+    tlsCheck: target.tlsCheck,
     replyTimeoutMs: target.replyTimeoutMs,
     relay: relayName(target, wire.remoteAddress || undefined),
   });

@@ -23,6 +23,8 @@ export interface OutgoingMessage {
   envid?: string;
   /** Per recipient (same order): NOTIFY and ORCPT (RFC 3461 §4.1, §4.2). */
   rcptParams?: ({ notify?: string[]; orcpt?: string } | undefined)[];
+  /** RFC 8689 REQUIRETLS: verified TLS on every hop, and the next hop must offer it. */
+  requireTls?: boolean;
   /**
    * Called the moment the server's reply after the content settles
    * recipients (once for SMTP's single reply, once per LMTP reply), before

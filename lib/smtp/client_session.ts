@@ -9,7 +9,7 @@
  * crash, so the queue retries and no message is lost.
  */
 import { type ClientReply, printable, ReplyParser, ReplyProtocolError } from "./client_reply.ts";
-import { Conn } from "../net/conn.ts";
+import { type ClientTlsInfo, Conn } from "../net/conn.ts";
 import { type TlsInfo, type Wire, WireTimeout } from "./client_conn.ts";
 import { concatBytes } from "../sys/bytes.ts";
 import { metrics } from "../metrics/metrics.ts";
@@ -32,6 +32,8 @@ export interface SessionOptions {
   /** AUTH PLAIN/LOGIN identity (RFC 4954); "" = none. */
   authUser?: string;
   authPassword?: string;
+  /** Checks the handshake beyond node:tls (DANE, lib/tlspolicy): a refusal text or null. */
+  tlsCheck?: (info: ClientTlsInfo) => string | null;
   /** Deadline for each reply and each write. */
   replyTimeoutMs: number;
   /** "host[ip]:port" for texts and logs. */
@@ -247,6 +249,12 @@ export class SmtpSession {
         `Server certificate not verified (${this.relay}): ${info.authorizationError ?? "unknown"}`,
       );
     }
+    const refused = this.#opts.tlsCheck?.(info) ?? null;
+    if (refused) {
+      conn.destroy();
+      this.#wire = conn;
+      throw this.#local("deferred", "4.7.5", `${refused} (${this.relay})`);
+    }
     this.#wire = conn;
     this.#tls = info;
     this.#parser = new ReplyParser();
@@ -370,8 +378,15 @@ export class SmtpSession {
     // Lines are built and checked before anything is sent (client_params.ts).
     const built = mailCommand(msg, { ext, utf8 });
     if ("error" in built) throw this.#local("failed", "5.5.4", built.error, true);
-    const mailLine = built.line;
     const dsn = ext.has("DSN");
+    if (msg.requireTls) {
+      // RFC 8689 §5: only over TLS, and only to a server that takes REQUIRETLS on.
+      const why = !this.#tls ? "the session is not encrypted" : "it does not offer REQUIRETLS";
+      if (!this.#tls || !ext.has("REQUIRETLS")) {
+        throw this.#local("failed", "5.7.30", `REQUIRETLS: ${this.relay}: ${why}`, true);
+      }
+    }
+    const mailLine = msg.requireTls ? `${built.line} REQUIRETLS` : built.line;
     const rcptLines: [number, string][] = [];
     msg.recipients.forEach((address, i) => {
       if (results[i]) return;

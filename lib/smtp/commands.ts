@@ -122,6 +122,8 @@ function runHelo(s: SessionState, arg: string, env: CommandEnv, verb: "HELO" | "
     "CHUNKING",
   ];
   if (env.canStartTls) lines.push("STARTTLS");
+  // RFC 8689 §4: offered only where it can be taken, under TLS.
+  if (s.tls) lines.push("REQUIRETLS");
   if (env.canAuth && !s.identity) lines.push("AUTH PLAIN LOGIN");
   return reply(250, undefined, lines);
 }
@@ -135,6 +137,10 @@ function runMail(s: SessionState, arg: string, env: CommandEnv): Reply {
   // RFC 6531 §3.4: a non-ASCII address needs the SMTPUTF8 parameter.
   if (NON_ASCII.test(parsed.address) && !params.smtputf8) {
     return reply(553, "5.6.7", "Non-ASCII sender address needs SMTPUTF8");
+  }
+  // RFC 8689 §4.1: REQUIRETLS is taken only over TLS (5.7.10 "encryption needed").
+  if (params.requireTls && !s.tls) {
+    return reply(530, "5.7.10", "REQUIRETLS needs a TLS session");
   }
   const refused = checkSender(env.cfg, env.listener, {
     address: parsed.address,

@@ -8,22 +8,13 @@
  * by default.
  */
 import { domainOf, lowerParts } from "../mail/address.ts";
+import type { Identity } from "../auth/identity.ts";
 import { inNetworks } from "../config/cidr.ts";
 import type { Config, ListenerConfig } from "../config/types.ts";
 import { type Reply, reply } from "../wire/reply.ts";
 
-/** Who the client is, when it proved it (RFC 4954 AUTH, or SO_PEERCRED). */
-export interface Identity {
-  kind: "sasl" | "peercred";
-  /** The SASL user name, or the login name of the peer's uid ("uid<N>" without one). */
-  name: string;
-  /** peercred only: the kernel's credentials. */
-  uid?: number;
-  gid?: number;
-  pid?: number;
-  /** May use any sender address (root, trusted_users). */
-  trusted: boolean;
-}
+/** Who a session is (lib/auth/identity.ts), re-exported for the server's modules. */
+export type { Identity };
 
 // The address vocabulary lives in lib/mail/address.ts; re-exported for the server's callers.
 export { domainOf };

@@ -2,19 +2,24 @@
  * One message being received over DATA or BDAT: prepends the Received
  * header, streams content into a SpoolWriter while counting its size, and
  * at the end commits the envelope, answering only once the message is
- * durable (group commit batches the syncs of concurrent sessions). LMTP
+ * durable (group commit batches the syncs of concurrent sessions). A
+ * message to be DKIM-signed or checked (lib/mailauth/hook.ts), or shown to
+ * the listener's milters (lib/smtp/filter.ts), is held in memory instead (at
+ * most limits.message_size) until the end: milters see it first (and may
+ * change it), then it is signed or checked, then written. LMTP
  * gets one reply per accepted recipient (RFC 2033 §4.2), all alike, since
  * every recipient's fate is sealed by the same commit.
  */
 import type { Config, ListenerConfig } from "../config/types.ts";
 import { logEvent, logWarn } from "../log/log.ts";
+import { authenticateMessage, type AuthRole, authRole } from "../mailauth/hook.ts";
+import { concatBytes } from "../sys/bytes.ts";
 import type { Envelope } from "../spool/records.ts";
 import type { Spool, SpoolWriter } from "../spool/spool.ts";
 import type { SessionState } from "./commands.ts";
 import { receivedHeader } from "./received.ts";
 import { type Reply, reply } from "../wire/reply.ts";
 import type { SessionFilter } from "./filter.ts";
-import { concatBytes } from "../sys/bytes.ts";
 
 const encoder = new TextEncoder();
 const CR = 0x0d;
@@ -51,24 +56,32 @@ export interface ReceiptOptions {
 export class Receipt {
   readonly #o: ReceiptOptions;
   readonly #writer: SpoolWriter;
-  readonly #headerLength: number;
+  #headerLength: number;
+  /**
+   * Milters, DKIM signing or inbound checks need the whole message: it is
+   * held here (without the Received header) until finish().
+   */
+  readonly #hold: { role: AuthRole; received: Uint8Array; held: Uint8Array[] } | null;
   #size = 0;
   #tooBig = false;
   #badLineEnd: "bare-cr" | "bare-lf" | null = null;
   #lastCR = false;
   #done = false;
   #discarded = false;
-  /** The message held in memory (Received header first) while a filter must see it. */
-  #held: Uint8Array[] | null;
 
-  private constructor(o: ReceiptOptions, writer: SpoolWriter, received: Uint8Array) {
+  private constructor(
+    o: ReceiptOptions,
+    writer: SpoolWriter,
+    received: Uint8Array,
+    role: AuthRole,
+  ) {
     this.#o = o;
     this.#writer = writer;
     this.#headerLength = received.length;
-    this.#held = o.filter ? [received] : null;
+    this.#hold = role || o.filter ? { role, received, held: [] } : null;
   }
 
-  /** A filter asked for the message to be dropped after its 250. */
+  /** A milter asked for the message to be dropped after its 250. */
   get discarded(): boolean {
     return this.#discarded;
   }
@@ -89,13 +102,14 @@ export class Receipt {
       time: o.now,
     });
     const bytes = encoder.encode(header);
+    const role = authRole(o.cfg, authSubject(st));
     try {
-      if (!o.filter) await writer.write(bytes);
+      if (!role && !o.filter) await writer.write(bytes);
     } catch (e) {
       await writer.abort().catch(() => {});
       throw e;
     }
-    return new Receipt(o, writer, bytes);
+    return new Receipt(o, writer, bytes, role);
   }
 
   /** The queue id. */
@@ -109,7 +123,7 @@ export class Receipt {
     this.#size += bytes.length;
     if (this.#size > this.#o.maxSize) this.#tooBig = true;
     if (this.#tooBig || this.#badLineEnd) return;
-    if (this.#held) this.#held.push(bytes.slice());
+    if (this.#hold) this.#hold.held.push(bytes.slice());
     else await this.#writer.write(bytes);
   }
 
@@ -147,8 +161,8 @@ export class Receipt {
       logWarn("reject", { id: this.id, client: o.client, reason: "size", size: this.#size });
       return each(reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size"));
     }
-    if (this.#held) {
-      const refused = await this.#filterContent();
+    if (this.#hold) {
+      const refused = await this.#release();
       if (refused) return each(refused);
       if (this.#discarded) {
         await this.#writer.abort().catch(() => {});
@@ -190,25 +204,78 @@ export class Receipt {
   }
 
   /**
-   * Shows the held message to the listener's milters, then writes what they
-   * left (changed or not) to the spool. Returns their refusal, if any.
+   * The held message goes to the listener's milters (which see the Received
+   * header too, and may refuse, discard or change the message), then through
+   * the mail authentication hook (lib/mailauth/hook.ts: signs or verifies),
+   * then header fields, Received and content are written to the spool.
+   * Returns the refusal, if any (the spool file is then dropped).
    */
-  async #filterContent(): Promise<Reply | null> {
-    const held = concatBytes(this.#held!);
-    this.#held = null;
-    const out = await this.#o.filter!.content(held, this.id);
-    if (out.refuse) {
+  async #release(): Promise<Reply | null> {
+    const a = this.#hold!;
+    let received = a.received;
+    let message = concatBytes(a.held);
+    a.held = [];
+    if (this.#o.filter) {
+      const out = await this.#o.filter.content(concatBytes([received, message]), this.id);
+      if (out.refuse) {
+        await this.#writer.abort().catch(() => {});
+        logWarn("reject", { id: this.id, client: this.#o.client, reason: "milter" });
+        return reply(out.refuse.code, out.refuse.enhanced, out.refuse.text);
+      }
+      if (out.discard) {
+        this.#discarded = true;
+        return null;
+      }
+      if (out.content) {
+        // The milters' message starts with our Received header (or what they put above it).
+        received = new Uint8Array(0);
+        message = out.content;
+      }
+    }
+    if (!a.role) return await this.#writeHeld(received, message, "");
+    return await this.#authenticate(received, message, a.role);
+  }
+
+  /** Signs or verifies (lib/mailauth/hook.ts), then writes. */
+  async #authenticate(
+    received: Uint8Array,
+    message: Uint8Array,
+    role: Exclude<AuthRole, null>,
+  ): Promise<Reply | null> {
+    const st = this.#o.state;
+    const out = await authenticateMessage(message, {
+      cfg: this.#o.cfg,
+      listener: this.#o.listener,
+      subject: authSubject(st),
+      role,
+      id: this.id,
+      client: this.#o.client,
+      now: this.#o.now,
+    });
+    if (out.reject) {
       await this.#writer.abort().catch(() => {});
-      logWarn("reject", { id: this.id, client: this.#o.client, reason: "milter" });
-      return reply(out.refuse.code, out.refuse.enhanced, out.refuse.text);
+      logWarn("reject", {
+        id: this.id,
+        client: this.#o.client,
+        reason: [out.reject.text].flat().join(" "),
+      });
+      return out.reject;
     }
-    if (out.discard) {
-      this.#discarded = true;
-      return null;
+    return await this.#writeHeld(received, out.message, out.prepend);
+  }
+
+  /** Writes the held message: new header fields, the Received header, the content. */
+  async #writeHeld(received: Uint8Array, message: Uint8Array, prepend: string) {
+    const head = concatBytes([encoder.encode(prepend), received]);
+    this.#headerLength = head.length;
+    this.#size = message.length;
+    try {
+      await this.#writer.write(head);
+      await this.#writer.write(message);
+    } catch (e) {
+      logWarn("spool error", { id: this.id, error: String(e) });
+      return reply(451, "4.3.0", "Error: queue file write error");
     }
-    const content = out.content ?? held;
-    this.#size = content.length - this.#headerLength;
-    await this.#writer.write(content);
     return null;
   }
 
@@ -220,6 +287,16 @@ export class Receipt {
   }
 }
 
+/** What the mail authentication hook needs to know about the sender. */
+function authSubject(st: SessionState) {
+  return {
+    identity: st.identity,
+    clientAddress: st.clientAddress,
+    helo: st.helo ?? "",
+    from: st.from ?? "",
+  };
+}
+
 /** The envelope params: DSN and body parameters, the listener's destination, peer credentials. */
 function envelopeParams(st: SessionState, listener: ListenerConfig): Record<string, string> {
   const p: Record<string, string> = {};
@@ -227,6 +304,8 @@ function envelopeParams(st: SessionState, listener: ListenerConfig): Record<stri
   if (st.mail.smtputf8) p.SMTPUTF8 = "yes";
   if (st.mail.ret) p.RET = st.mail.ret;
   if (st.mail.envid !== undefined) p.ENVID = st.mail.envid;
+  // RFC 8689: carried with the message; lib/tlspolicy enforces it on every hop.
+  if (st.mail.requireTls) p.REQUIRETLS = "yes";
   if (listener.destination !== "router") p.destination = listener.destination;
   const id = st.identity;
   if (id?.kind === "peercred") {

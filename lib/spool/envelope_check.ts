@@ -154,6 +154,8 @@ const OWN_PARAMS: Record<string, RegExp> = {
   peer_uid: /^\d{1,10}$/,
   peer_gid: /^\d{1,10}$/,
   peer_pid: /^\d{1,10}$/,
+  // RFC 8689 REQUIRETLS, stored by receive.ts as "yes" (lib/tlspolicy enforces it).
+  REQUIRETLS: /^yes$/,
 };
 
 /**

@@ -316,7 +316,10 @@ export class SpoolWriter {
   async write(chunk: Uint8Array): Promise<void> {
     this.#enter("write");
     try {
-      if (chunk.length === 0) return;
+      if (chunk.length === 0) {
+        this.#state = "open"; // an empty write must not leave the writer busy
+        return;
+      }
       this.#chunks.push(chunk.slice());
       this.#buffered += chunk.length;
       this.#length += chunk.length;

@@ -19,6 +19,8 @@ export interface MailParams {
   ret?: "FULL" | "HDRS";
   /** Decoded ENVID. */
   envid?: string;
+  /** RFC 8689 REQUIRETLS (taken only under TLS: commands.ts). */
+  requireTls?: boolean;
 }
 
 /** The validated RCPT parameters. */
@@ -138,6 +140,11 @@ export function mailParams(
         out.envid = v.text;
         break;
       }
+      case "REQUIRETLS":
+        // RFC 8689 §4.1: no value.
+        if (value !== null) return bad("REQUIRETLS");
+        out.requireTls = true;
+        break;
       case "AUTH":
         // RFC 4954 §5: accepted and not trusted; the session's own identity is what counts.
         if (value === null || (value !== "<>" && decodeXtext(value) === null)) return bad("AUTH");

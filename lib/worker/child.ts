@@ -80,9 +80,12 @@ async function deliverOne(
   const domain = splitAddress(t.address).domain;
   switch (d.kind) {
     case "maildir": {
+      // A home Maildir (exact) is the path itself: its parent is the root, its name the box.
+      const cut = d.path.lastIndexOf("/");
       const path = await deliverToMaildir({
-        root: d.path,
-        user: t.user,
+        root: d.exact ? d.path.slice(0, cut) : d.path,
+        user: d.exact ? d.path.slice(cut + 1) : t.user,
+        keepCase: d.exact,
         returnPath: job.sender,
         deliveredTo: t.address,
         hostname: job.hostname,

@@ -6,8 +6,9 @@
 import type { Config } from "../config/types.ts";
 import { writeFileDurably } from "../spool/durable.ts";
 import { resolveMx } from "../dns/mx.ts";
-import { compiledPath, loadAliases, parseAliases, serializeAliases } from "./aliases.ts";
-import { describeDestination, route } from "./router.ts";
+import { compiledPath, loadAliases, parseAliases, serializeAliases } from "../route/aliases.ts";
+import { describeDestination, route } from "../route/router.ts";
+import { TlsPolicy } from "../tlspolicy/policy.ts";
 import { safeReadTextSync } from "../sys/safe_open.ts";
 
 /** Prints the route of each address; returns the exit code (64 without addresses). */
@@ -32,13 +33,28 @@ export async function routeCommand(cfg: Config, args: string[]): Promise<number>
       console.log(`${address}: expands to ${list.join(", ")} (${r.why})`);
     } else {
       console.log(`${address}: ${describeDestination(r.destination, r.domain)} (${r.why})`);
+      if (r.destination.kind === "smtp" || r.destination.kind === "lmtp") {
+        console.log(`  tls: ${r.destination.tls} (route tls)`);
+      }
       if (r.destination.kind === "mx") {
         try {
-          const hosts = await resolveMx(r.domain, {
+          const resolver = {
             nameserver: cfg.delivery.nameserver,
             timeoutMs: cfg.delivery.dnsTimeout * 1000,
-          });
+          };
+          const hosts = await resolveMx(r.domain, resolver);
           for (const h of hosts) console.log(`  mx ${h.preference} ${h.host} ${h.address}`);
+          // The TLS policy per MX host and its source (route, MTA-STS, DANE), as delivery decides it.
+          const policy = new TlsPolicy({
+            config: { ...cfg.delivery.tlsPolicy, tlsRpt: "off" },
+            resolver,
+            spoolDir: cfg.spoolDir,
+            hostname: cfg.hostname,
+          });
+          const names = [...new Set(hosts.map((h) => h.host))];
+          for (const line of await policy.explain(r.domain, r.destination.tls, names)) {
+            console.log(line);
+          }
         } catch (err) {
           console.log(`  ${(err as Error).message}`);
         }
