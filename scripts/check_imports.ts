@@ -12,7 +12,7 @@
 
 /** Layers from the bottom up: a folder may import only folders of a lower layer (and itself). */
 export const LAYERS: readonly (readonly string[])[] = [
-  ["sys", "version.ts", "metrics"],
+  ["sys", "metrics", "version.ts"],
   ["config"],
   ["mail"],
   ["wire"],

@@ -1,8 +1,9 @@
 /**
  * The mail authentication settings of skiff.toml: `[[dkim]]` signing keys,
  * the `[mailauth]` table (authserv-id, quarantine action, DNS budget) and the
- * per-listener inbound policy keys `dmarc` and `spf_fail`. Read here so the
- * vocabulary lives with the code that uses it; lib/config/load.ts calls
+ * per-listener inbound policy keys `dmarc` and `spf_fail`. Under lib/config/
+ * so the loader never imports lib/mailauth/ (config sits below it);
+ * lib/config/load.ts calls
  * these with its own error reporter, so mistakes name the file and key.
  */
 import { resolve } from "node:path";

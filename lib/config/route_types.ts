@@ -98,7 +98,7 @@ export interface DeliveryConfig {
   mboxDir: string;
   /** Run local deliveries as the recipient's uid/gid (from /etc/passwd) when skiff is root. */
   localUsers: boolean;
-  /** MTA-STS, DANE and TLS-RPT switches (lib/tlspolicy/config.ts). */
+  /** MTA-STS, DANE and TLS-RPT switches (lib/config/tls_policy.ts). */
   tlsPolicy: TlsPolicyConfig;
   /**
    * The user that pipe routes, alias commands and files without `user =`

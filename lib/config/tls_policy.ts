@@ -1,6 +1,6 @@
 /**
  * The transport-security keys of the [delivery] table: MTA-STS, DANE and
- * TLS-RPT switches. Read here (called by lib/route/config.ts's reader) so
+ * TLS-RPT switches. Read here (called by lib/config/routing.ts's reader) so
  * the delivery settings' shape changes in one field only.
  */
 import { resolve } from "node:path";
