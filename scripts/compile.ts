@@ -8,16 +8,10 @@
  * Usage: deno run --allow-run --allow-read --allow-write --allow-env scripts/compile.ts [--output FILE]
  */
 
-/** The permissions skiff runs with (deno.json's start task and lib/sys/self_command.ts). */
-export const PERMISSION_FLAGS = [
-  "--allow-read",
-  "--allow-write",
-  "--allow-net",
-  "--allow-env",
-  "--allow-run",
-  "--allow-sys",
-  "--allow-ffi",
-];
+import { PERMISSION_FLAGS } from "../lib/sys/self_command.ts";
+
+/** The permissions skiff runs with (lib/sys/self_command.ts), re-exported for the tests. */
+export { PERMISSION_FLAGS };
 
 if (import.meta.main) {
   const i = Deno.args.indexOf("--output");

@@ -4,21 +4,14 @@
  * the group takes its worker children too), and a minimal SMTP sender that
  * submits messages carrying a unique token and notes which got a 250.
  */
+import { PERMISSION_FLAGS } from "../lib/sys/self_command.ts";
 import { TOKEN_HEADER } from "./token_sink.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const FLAGS = [
-  "--allow-read",
-  "--allow-write",
-  "--allow-net",
-  "--allow-env",
-  "--allow-run",
-  "--allow-sys",
-  "--allow-ffi",
-];
+const FLAGS = PERMISSION_FLAGS;
 
 /** Sleeps. */
 export function sleep(ms: number): Promise<void> {

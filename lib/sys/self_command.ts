@@ -5,7 +5,15 @@
  * main.ts <args>`, so the child has no more rights than its parent.
  */
 
-const PERMISSIONS = ["read", "write", "net", "env", "run", "sys", "ffi"] as const;
+/**
+ * The permissions skiff runs with: the one list behind deno.json's start
+ * task (checked by tests/permissions_test.ts), `deno task compile`, the
+ * tests' and scripts' `deno run` of main.ts, and the copies started here.
+ */
+export const PERMISSIONS = ["read", "write", "net", "env", "run", "sys", "ffi"] as const;
+
+/** PERMISSIONS as `deno run` flags. */
+export const PERMISSION_FLAGS: readonly string[] = PERMISSIONS.map((p) => `--allow-${p}`);
 
 /** The command and arguments that run `skiff <args>` again. */
 export function selfCommand(args: string[]): { command: string; args: string[] } {

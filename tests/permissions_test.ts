@@ -1,0 +1,14 @@
+/**
+ * skiff's permission list is written once (lib/sys/self_command.ts); the one
+ * place that cannot import it, deno.json's start task, must grant exactly
+ * the same flags, so `deno task start`, the compiled binary and the copies
+ * skiff starts of itself never differ in what they may do.
+ */
+import assert from "node:assert/strict";
+import { PERMISSION_FLAGS } from "../lib/sys/self_command.ts";
+
+Deno.test("deno.json's start task grants exactly PERMISSION_FLAGS", async () => {
+  const json = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  const start = String(json.tasks.start).split(/\s+/);
+  assert.deepEqual(start.filter((a) => a.startsWith("--allow-")), [...PERMISSION_FLAGS]);
+});
