@@ -2,16 +2,23 @@
  * The operator's queue operations (Postfix's postqueue/postsuper): list,
  * show, hold, release, delete and retry, by id, by recipient domain or all.
  * Held messages live in `<spool>/hold/`, out of the manager's sight, as in
- * Postfix's hold queue; release moves them back. The same code runs inside
+ * Postfix's hold queue; release moves them back. The layout itself (the
+ * directories, reading a file, the durable moves) is the spool's:
+ * lib/spool/queue_files.ts. The same code runs inside
  * the manager (behind the control socket, with hooks that keep the
  * scheduler's hands off a message while it is moved) and in a CLI process
  * holding the spool lock when no manager runs.
  */
-import { parseHeader } from "../spool/spool.ts";
-import { isQueueId } from "../spool/queue_id.ts";
-import { parseJournal, replay } from "../spool/records.ts";
 import type { MessageState } from "../spool/records.ts";
-import { syncDir } from "../spool/durable.ts";
+import { isQueueId } from "../spool/queue_id.ts";
+import {
+  holdDir,
+  idsIn,
+  loadFile,
+  moveFile as move,
+  queueDir,
+  removeFile,
+} from "../spool/queue_files.ts";
 import { logEvent } from "../log/log.ts";
 import { domainOf } from "../mail/address.ts";
 import type { QueueOp, Selection } from "./protocol.ts";
@@ -55,39 +62,6 @@ export interface QueueEntry {
     /** Epoch seconds of the next attempt, for deferred recipients. */
     next_attempt?: number;
   }[];
-}
-
-/** The hold directory of a spool. */
-export function holdDir(spoolDir: string): string {
-  return `${trim(spoolDir)}/hold`;
-}
-
-function queueDir(spoolDir: string): string {
-  return `${trim(spoolDir)}/queue`;
-}
-
-function trim(dir: string): string {
-  return dir.length > 1 ? dir.replace(/\/+$/, "") : dir;
-}
-
-/** Queue ids in a directory (validated names only), oldest first; [] when it does not exist. */
-async function idsIn(dir: string): Promise<string[]> {
-  const ids: string[] = [];
-  try {
-    for await (const e of Deno.readDir(dir)) if (e.isFile && isQueueId(e.name)) ids.push(e.name);
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
-  }
-  return ids.sort();
-}
-
-/** Reads and replays the journal of the spool file at `path`. */
-export async function loadFile(path: string, id: string): Promise<MessageState> {
-  const bytes = await Deno.readFile(path);
-  const header = parseHeader(bytes, id);
-  const state = replay(parseJournal(new TextDecoder().decode(bytes.subarray(header.journal))));
-  if (state.envelope.id !== id) throw new Error(`Spool file ${id} holds another message`);
-  return state;
 }
 
 /** A message found in queue/ or hold/. */
@@ -174,20 +148,6 @@ function matches(f: Found, sel: Selection): boolean {
   return false;
 }
 
-/** Moves a spool file between queue/ and hold/ durably (rename, then fsync both directories). */
-async function move(from: string, to: string, id: string): Promise<boolean> {
-  await Deno.mkdir(to, { recursive: true, mode: 0o700 });
-  try {
-    await Deno.rename(`${from}/${id}`, `${to}/${id}`);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false; // delivered meanwhile
-    throw err;
-  }
-  await syncDir(to);
-  await syncDir(from);
-  return true;
-}
-
 /** The result of a changing operation: how many messages, and which. */
 export interface OpResult {
   count: number;
@@ -214,15 +174,7 @@ export async function applyQueueOp(
       if (ok) hooks.enqueue(f.id);
     } else if (op === "delete") {
       const dir = f.held ? hold : queue;
-      ok = await hooks.withdraw(f.id, async () => {
-        try {
-          await Deno.remove(`${dir}/${f.id}`);
-          return true;
-        } catch (err) {
-          if (err instanceof Deno.errors.NotFound) return false;
-          throw err;
-        }
-      });
+      ok = await hooks.withdraw(f.id, () => removeFile(dir, f.id));
     } else if (op === "retry" && !f.held) {
       ok = true;
     }
