@@ -9,7 +9,8 @@
  * stdin/stdout of the master are /dev/null (PEERS.md: otherwise a pipeline
  * never closes); every wait is bounded.
  */
-import { freePort, maildirFiles, sleep } from "./harness.ts";
+import { freePort, maildirFiles } from "./harness.ts";
+import { waitListening } from "./run_cmd.ts";
 
 export const DOVECOT = "/usr/sbin/dovecot";
 export const DOVECOT_LMTP = "/usr/lib/dovecot/lmtp";
@@ -98,19 +99,11 @@ passdb {
       stderr: "null",
     }).spawn();
     const dc = new Dovecot(dir, port, child);
-    const deadline = Date.now() + 20_000;
-    while (true) {
-      try {
-        const c = await Deno.connect({ hostname: "127.0.0.1", port });
-        c.close();
-        break;
-      } catch (err) {
-        if (Date.now() > deadline) {
-          await dc.stop();
-          throw new Error(`dovecot did not start: ${err}\n${await dc.log()}`);
-        }
-        await sleep(50);
-      }
+    try {
+      await waitListening(port, 20_000, { what: "dovecot" });
+    } catch (err) {
+      await dc.stop();
+      throw new Error(`dovecot did not start: ${err}\n${await dc.log()}`);
     }
     return dc;
   }

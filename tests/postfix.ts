@@ -6,35 +6,9 @@
  * touched; every wait is bounded and stop() makes sure the master is gone.
  */
 import { freePort, sleep } from "./harness.ts";
+import { runWithTimeout, waitListening } from "./run_cmd.ts";
 
 export const POSTFIX = "/usr/sbin/postfix";
-
-const decoder = new TextDecoder();
-
-/** Runs a program with a time limit (SIGKILL after it). */
-async function run(
-  cmd: string,
-  args: string[],
-  timeoutMs: number,
-): Promise<{ code: number; out: string }> {
-  const child = new Deno.Command(cmd, {
-    args,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, timeoutMs);
-  try {
-    const o = await child.output();
-    return { code: o.code, out: decoder.decode(o.stdout) + decoder.decode(o.stderr) };
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function readOrNull(path: string): string | null {
   try {
@@ -148,7 +122,7 @@ ${opts.mainCf ?? ""}
     );
     const pf = new PostfixInstance(dir, port);
     try {
-      const res = await run(POSTFIX, ["-c", pf.confDir, "start"], 30_000);
+      const res = await runWithTimeout(POSTFIX, ["-c", pf.confDir, "start"], 30_000);
       if (res.code !== 0) {
         const hint = /alternate_config_directories/.test(res.out + await pf.maillog())
           ? " (this user needs the directory in alternate_config_directories of " +
@@ -167,20 +141,8 @@ ${opts.mainCf ?? ""}
     return pf;
   }
 
-  async #waitListening(ms: number): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (true) {
-      try {
-        const c = await Deno.connect({ hostname: "127.0.0.1", port: this.port });
-        c.close();
-        return;
-      } catch (err) {
-        if (Date.now() > deadline) {
-          throw new Error(`Postfix's smtpd does not answer on ${this.port}: ${err}`);
-        }
-        await sleep(50);
-      }
-    }
+  #waitListening(ms: number): Promise<void> {
+    return waitListening(this.port, ms, { what: "Postfix's smtpd" });
   }
 
   /** The instance's log so far. */
@@ -201,7 +163,7 @@ ${opts.mainCf ?? ""}
   async stop(): Promise<void> {
     const master = this.masterPid();
     const tree = master === null ? [] : processTree([master]);
-    await run(POSTFIX, ["-c", this.confDir, "stop"], 20_000).catch(() => null);
+    await runWithTimeout(POSTFIX, ["-c", this.confDir, "stop"], 20_000).catch(() => null);
     const deadline = Date.now() + 10_000;
     while (master !== null && readOrNull(`/proc/${master}/stat`) && Date.now() < deadline) {
       await sleep(50);

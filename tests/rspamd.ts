@@ -8,6 +8,7 @@
  * its TLD list at start): up to a few minutes on a busy 2-core machine.
  */
 import { freePort } from "./harness.ts";
+import { waitListening } from "./run_cmd.ts";
 
 /** The GTUBE line rspamd rejects on. */
 export const GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
@@ -83,18 +84,11 @@ worker "rspamd_proxy" {
     await pump.catch(() => {});
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
-  const deadline = Date.now() + timeoutMs;
-  while (true) {
-    try {
-      const c = await Deno.connect({ hostname: "127.0.0.1", port });
-      c.close();
-      return { port, stop };
-    } catch {
-      if (Date.now() > deadline) {
-        await stop();
-        throw new Error(`rspamd did not listen within ${timeoutMs} ms: ${log}`);
-      }
-      await new Promise((r) => setTimeout(r, 250));
-    }
+  try {
+    await waitListening(port, timeoutMs, { what: "rspamd", everyMs: 250 });
+  } catch {
+    await stop();
+    throw new Error(`rspamd did not listen within ${timeoutMs} ms: ${log}`);
   }
+  return { port, stop };
 }

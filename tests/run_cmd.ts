@@ -35,3 +35,57 @@ export async function run(cmd: string[], stdin?: string): Promise<{ code: number
   const r = await runCommand(cmd, { stdin });
   return { code: r.code, out: r.stdout + r.stderr };
 }
+
+/**
+ * Runs a program to its end within `timeoutMs` (SIGKILL after that): its
+ * exit code and stdout+stderr. For peers that may hang (postfix start/stop).
+ */
+export async function runWithTimeout(
+  cmd: string,
+  args: string[],
+  timeoutMs: number,
+): Promise<{ code: number; out: string }> {
+  const child = new Deno.Command(cmd, {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, timeoutMs);
+  try {
+    const o = await child.output();
+    const dec = new TextDecoder();
+    return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Resolves once something accepts TCP connections on 127.0.0.1:`port`,
+ * polling every `everyMs`; after `timeoutMs` throws an error naming `what`
+ * and the last connect error. The one "wait for a peer to listen" of the tests.
+ */
+export async function waitListening(
+  port: number,
+  timeoutMs: number,
+  opts: { what?: string; everyMs?: number } = {},
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    try {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      c.close();
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) {
+        throw new Error(`${opts.what ?? "Nothing"} does not listen on port ${port}: ${err}`);
+      }
+      await new Promise((r) => setTimeout(r, opts.everyMs ?? 50));
+    }
+  }
+}

@@ -2,7 +2,8 @@
  * Postfix's smtp-sink as a real receiving server for tests: every message
  * it accepts is dumped to its own file in a directory the test can read.
  */
-import { freePort, sleep } from "./harness.ts";
+import { freePort } from "./harness.ts";
+import { waitListening } from "./run_cmd.ts";
 
 /** A running smtp-sink. */
 export class Sink {
@@ -41,17 +42,13 @@ export class Sink {
     })
       .spawn();
     // Wait until it accepts connections.
-    for (let i = 0; i < 100; i++) {
-      try {
-        const c = await Deno.connect({ hostname: "127.0.0.1", port });
-        c.close();
-        return new Sink(port, dumpDir, child);
-      } catch {
-        await sleep(50);
-      }
+    try {
+      await waitListening(port, 5_000, { what: "smtp-sink" });
+    } catch (err) {
+      child.kill("SIGKILL");
+      throw new Error(`smtp-sink did not start: ${err}`);
     }
-    child.kill("SIGKILL");
-    throw new Error("smtp-sink did not start");
+    return new Sink(port, dumpDir, child);
   }
 
   /** Contents of every dumped message. */
