@@ -9,6 +9,7 @@
  * as untrusted as a network client (issue 9: a NOTIFY holding CRLF and
  * commands once reached the relay as a forged transaction).
  */
+import { concatBytes } from "../sys/bytes.ts";
 import type { RecipientSpec } from "../spool/records.ts";
 import {
   checkParams,
@@ -39,10 +40,7 @@ const encoder = new TextEncoder();
 export function encodeDrop(env: DropEnvelope, content: Uint8Array): Uint8Array {
   checkDrop(JSON.parse(JSON.stringify(env)));
   const head = encoder.encode(MAGIC + JSON.stringify(env) + "\n");
-  const out = new Uint8Array(head.length + content.length);
-  out.set(head);
-  out.set(content, head.length);
-  return out;
+  return concatBytes([head, content]);
 }
 
 /** A maildrop file that cannot be queued; the message names what is wrong (and `field`, if one). */

@@ -7,6 +7,7 @@
  * chunks together replace the body. Header values keep their folding;
  * every line of the result ends in CRLF, whatever a milter sent.
  */
+import { concatBytes } from "../sys/bytes.ts";
 import type { Modification } from "./client.ts";
 
 /** One header field: its name and its value after the colon (folding kept, no final CRLF). */
@@ -48,10 +49,7 @@ export function splitMessage(content: Uint8Array): { headers: HeaderField[]; bod
 /** Joins header fields and a body back into a message. */
 export function joinMessage(headers: HeaderField[], body: Uint8Array): Uint8Array {
   const head = encoder.encode(headers.map((h) => `${h.name}:${h.value}\r\n`).join("") + "\r\n");
-  const out = new Uint8Array(head.length + body.length);
-  out.set(head);
-  out.set(body, head.length);
-  return out;
+  return concatBytes([head, body]);
 }
 
 /** Line ends as CRLF, whatever a milter sent (some send bare LF in values). */

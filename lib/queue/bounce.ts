@@ -11,6 +11,7 @@
  * itself made and could not deliver goes to the postmaster once (a "double
  * bounce"); a failed double bounce is only logged.
  */
+import { concatBytes } from "../sys/bytes.ts";
 import type { Config } from "../config/types.ts";
 import { rfc5322Date } from "../smtp/received.ts";
 import type { MessageState, NoticeAction, RecipientState } from "../spool/records.ts";
@@ -225,14 +226,7 @@ export function buildReport(input: ReportInput): Uint8Array {
   const tail = `\r\n--${boundary}--\r\n`;
   const enc = new TextEncoder();
   const origText = normaliseCrlf(original);
-  const parts = [enc.encode(head), origText, enc.encode(tail)];
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatBytes([enc.encode(head), origText, enc.encode(tail)]);
 }
 
 /** Bytes with every line ending CRLF (the spool form). */
