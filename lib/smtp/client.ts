@@ -67,7 +67,7 @@ export interface OutgoingMessage {
    * shorter that wait, the fewer copies a crash sends twice. Indexes are
    * into `recipients`; the same results also come back from send().
    */
-  onResults?: (settled: SettledResult[], relay: string) => void;
+  onResults?: (settled: SettledResult[], relay: string, dsn: boolean) => void;
 }
 
 /** A recipient's result reported through OutgoingMessage.onResults. */
