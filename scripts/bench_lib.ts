@@ -628,6 +628,8 @@ export interface SourceOptions {
   count: number;
   sessions: number;
   size: number;
+  /** Recipients per message (-r); 1 by default. */
+  rcpts?: number;
   timeoutMs: number;
 }
 
@@ -644,6 +646,8 @@ export function smtpSource(o: SourceOptions): ReturnType<typeof run> {
     String(o.count),
     "-l",
     String(o.size),
+    "-r",
+    String(o.rcpts ?? 1),
     "-N",
     "-f",
     "a@localhost",

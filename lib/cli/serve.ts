@@ -31,12 +31,14 @@ export async function serve(cfg: Config): Promise<number> {
   const { removedPartials } = await spool.init();
   await lock.writePid();
   const manager = new QueueManager({ config: cfg, spool });
-  const { messages } = await manager.start();
+  // The queue is read in the background ("queue scanned" is logged when it
+  // is done): the listeners answer at once whatever the backlog.
+  const { scanned } = manager.start();
+  scanned.catch((err) => logError("scan failed", { error: String(err) }));
   logEvent("starting", {
     version: VERSION,
     config: cfg.source,
     spool: cfg.spoolDir,
-    queued: messages,
     removed_partials: removedPartials,
   });
   let group: ListenerGroup;

@@ -27,6 +27,8 @@ const FLUSH_SIZE = 64 * 1024;
 /** A writer's first buffer: a 2 KB message with its Received header and envelope fits. */
 const INITIAL_BUFFER = 8 * 1024;
 const READ_SIZE = 64 * 1024;
+/** load() reads this much first: a 2 KB message and its journal fit. */
+const FIRST_READ = 8 * 1024;
 const DIGITS = 12;
 const MAGIC = "skiff-spool 1";
 /** Byte length of the header line; content starts right after it. */
@@ -180,10 +182,11 @@ export class Spool {
     const file = await Deno.open(this.path(id), { read: true });
     let journal: Uint8Array;
     try {
-      const first = await readUpTo(file, READ_SIZE);
+      // Most files are small: one short read gets header, content and journal.
+      const first = await readUpTo(file, FIRST_READ);
       const header = parseHeader(first, id);
       const parts: Uint8Array[] = [];
-      let more = first.length === READ_SIZE;
+      let more = first.length === FIRST_READ;
       if (header.journal <= first.length) {
         parts.push(first.subarray(header.journal));
       } else {
