@@ -108,10 +108,10 @@ function parseArgs(argv: string[]): Args {
   }
   if (a.dir !== null && a.journaled) throw new Error("--dir and --journaled exclude each other");
   if (a.quick) {
-    a.count = Math.min(a.count, 100);
-    a.idle = Math.min(a.idle, 50);
+    a.count = Math.min(a.count, 40);
+    a.idle = Math.min(a.idle, 20);
     a.rounds = 1;
-    a.queued = [0, 500];
+    a.queued = [0, 200];
   }
   return a;
 }

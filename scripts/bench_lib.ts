@@ -411,7 +411,7 @@ export class Postfix implements Mta {
     const d = opts.dir;
     await Deno.mkdir(`${d}/conf`, { recursive: true });
     // Postfix's daemons (user postfix) must traverse every parent of the queue.
-    await Deno.mkdir(`${d}/queue`, { mode: 0o755 });
+    await Deno.mkdir(`${d}/queue`, { mode: 0o755, recursive: true }); // exists on a restart
     await Deno.chmod(d, 0o755);
     await Deno.writeTextFile(
       `${d}/conf/main.cf`,
@@ -451,12 +451,12 @@ smtpd_tls_security_level = none
   }
 
   async #startInstance(): Promise<void> {
-    let res = await run(POSTFIX, ["-c", this.#conf, "start"], { timeoutMs: 30_000 });
+    let res = await run(POSTFIX, ["-c", this.#conf, "start"], { timeoutMs: 90_000 });
     const out = res.stdout + res.stderr + (await this.#maillog());
     if (res.code !== 0 && /alternate_config_directories/.test(out)) {
       // Needed by non-root callers; as root `postfix -c` has been seen to work without it.
       await ensureAlternateConfigDir(this.#conf);
-      res = await run(POSTFIX, ["-c", this.#conf, "start"], { timeoutMs: 30_000 });
+      res = await run(POSTFIX, ["-c", this.#conf, "start"], { timeoutMs: 90_000 });
     }
     if (res.code !== 0) {
       throw new Error(

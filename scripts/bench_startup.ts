@@ -38,8 +38,8 @@ export interface StartupResult {
   memory?: number;
 }
 
-/** Postfix is filled through SMTP only up to this many messages (it takes ~N/300 s). */
-const POSTFIX_FILL_MAX = 20_000;
+/** Postfix is filled through SMTP only up to this many (N/300 s quiet, N/20 s on a busy machine). */
+const POSTFIX_FILL_MAX = 2_000;
 const enc = new TextEncoder();
 
 /** Writes `n` deferred 2 KB messages into a skiff spool (fast: no fsync; one `sync` at the end). */
