@@ -544,14 +544,18 @@ async function removeIfPresent(path: string): Promise<void> {
   }
 }
 
-/** Reads until `size` bytes or end of file; a shorter result means end of file. */
+/** Reads until `size` bytes or end of file (spool files only); a shorter result means end of file. */
 async function readUpTo(file: Deno.FsFile, size: number): Promise<Uint8Array> {
   const buf = new Uint8Array(size);
   let got = 0;
   while (got < size) {
+    const want = size - got;
     const n = await file.read(buf.subarray(got));
     if (n === null) break;
     got += n;
+    // On a regular file a short read only happens at end of file: stop
+    // instead of paying another call (a thread hand-off) to learn it.
+    if (n < want) break;
   }
   return buf.subarray(0, got);
 }
