@@ -46,7 +46,7 @@ const MAX_IDLE = 1000;
 const MAX_ROUNDS = 9;
 const USAGE = "Usage: bench.ts [--quick] [--count N] " +
   "[--only accept|relay|growth|memory|idle|startup] [--dir D | --journaled] [--idle N] " +
-  "[--rounds R] [--queued N,N] [--skiff CHECKOUT]";
+  "[--rounds R] [--queued N,N] [--spool-sync syncfs|fdatasync] [--skiff CHECKOUT]";
 
 interface Args {
   count: number;
@@ -59,6 +59,8 @@ interface Args {
   quick: boolean;
   /** Queue sizes for the start-up phase. */
   queued: number[];
+  /** skiff's `queue.spool_sync` (default: its own default). */
+  spoolSync: string | null;
   /** The skiff checkout to run (default: this one). */
   skiff: string | null;
 }
@@ -80,6 +82,7 @@ function parseArgs(argv: string[]): Args {
     journaled: false,
     rounds: 3,
     quick: false,
+    spoolSync: null,
     queued: [0, 20_000],
     skiff: null,
   };
@@ -103,7 +106,13 @@ function parseArgs(argv: string[]): Args {
     else if (f === "--journaled") a.journaled = true;
     else if (f === "--skiff") a.skiff = argv[++i] ?? "";
     else if (f === "--quick") a.quick = true;
-    else if (f === "--queued") a.queued = (argv[++i] ?? "").split(",").map((v) => queueSize(v));
+    else if (f === "--spool-sync") {
+      const v = argv[++i] ?? "";
+      if (v !== "syncfs" && v !== "fdatasync") {
+        throw new Error("--spool-sync wants syncfs|fdatasync");
+      }
+      a.spoolSync = v;
+    } else if (f === "--queued") a.queued = (argv[++i] ?? "").split(",").map((v) => queueSize(v));
     else throw new Error(`Unknown argument ${f}\n${USAGE}`);
   }
   if (a.dir !== null && a.journaled) throw new Error("--dir and --journaled exclude each other");
@@ -135,6 +144,8 @@ interface RunResult {
 
 /** The skiff checkout under test (`--skiff`); this one by default. */
 let skiffRoot = ROOT;
+/** `--spool-sync`, written into skiff's config when given. */
+let spoolSync: string | null = null;
 
 function startMta(
   kind: Kind,
@@ -144,7 +155,14 @@ function startMta(
   const port = opts.port ?? freePort();
   const connections = opts.connections ?? 100;
   return kind === "skiff"
-    ? Skiff.start({ dir, port, relayhost: opts.relayhost, connections, root: skiffRoot })
+    ? Skiff.start({
+      dir,
+      port,
+      relayhost: opts.relayhost,
+      connections,
+      root: skiffRoot,
+      spoolSync: spoolSync ?? undefined,
+    })
     : Postfix.start({ dir, port, relayhost: opts.relayhost, maxproc: connections });
 }
 
@@ -597,6 +615,7 @@ async function main(): Promise<number> {
     }
   }
   if (a.skiff !== null) skiffRoot = a.skiff.replace(/\/*$/, "/");
+  spoolSync = a.spoolSync;
   if (Deno.uid() !== 0) console.error("bench: not root; the private Postfix may not start");
   const started = performance.now();
   const loadBefore = loadavg();
@@ -609,7 +628,8 @@ async function main(): Promise<number> {
   }
   const secs = ((performance.now() - started) / 1000).toFixed(0);
   const rounds = `; each case: median of ${a.rounds} round(s)`;
-  console.log(`## skiff vs Postfix\n\n${await machine(where.what, loadBefore)}\n`);
+  const sync = `- skiff \`queue.spool_sync\`: ${a.spoolSync ?? "its default (syncfs)"}`;
+  console.log(`## skiff vs Postfix\n\n${await machine(where.what, loadBefore)}\n${sync}\n`);
   console.log(table(results, a));
   console.log(`\nWhole run: ${secs} s${rounds}.\n\nNotes:\n\n${notes(results)}`);
   return 0;

@@ -230,7 +230,7 @@ export class Skiff implements Mta {
 
   /** Starts skiff and waits for its "ready" log line. */
   static async start(
-    opts: MtaOptions & { connections: number; root?: string },
+    opts: MtaOptions & { connections: number; root?: string; spoolSync?: string },
   ): Promise<Skiff> {
     const root = (opts.root ?? ROOT).replace(/\/*$/, "/");
     await Deno.mkdir(opts.dir, { recursive: true });
@@ -252,7 +252,7 @@ maildir_root = "${opts.dir}/mail"
 relayhost = "${opts.relayhost}"
 connect_timeout = 5
 reply_timeout = 30
-`,
+${opts.spoolSync ? `[queue]\nspool_sync = "${opts.spoolSync}"\n` : ""}`,
     );
     // The deno binary itself (not the scripts/deno wrapper), so the pid is skiff's.
     const child = new Deno.Command(Deno.execPath(), {

@@ -84,6 +84,7 @@ Deno.test("embedded default parses into the documented values", () => {
       workers: 4,
       scanInterval: 60,
       relayConcurrency: 10,
+      spoolSync: "syncfs",
     },
     relay: { relayhost: null, connectTimeout: 30, replyTimeout: 300 },
     local: { domains: ["localhost"], maildirRoot: "/srv/skiff/var/mail" },

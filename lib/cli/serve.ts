@@ -27,7 +27,7 @@ export async function serve(cfg: Config): Promise<number> {
     logError("another manager holds the spool lock", { spool: cfg.spoolDir });
     return EX_TEMPFAIL;
   }
-  const spool = new Spool(cfg.spoolDir);
+  const spool = new Spool(cfg.spoolDir, { sync: cfg.queue.spoolSync });
   const { removedPartials } = await spool.init();
   await lock.writePid();
   const manager = new QueueManager({ config: cfg, spool });

@@ -60,6 +60,7 @@ worker_timeout = 60
 workers = 4
 scan_interval = 60
 relay_concurrency = 10
+spool_sync = "syncfs"
 
 [relay]
 relayhost = ""

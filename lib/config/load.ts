@@ -116,6 +116,7 @@ const KEYS: Record<string, readonly string[]> = {
     "workers",
     "scan_interval",
     "relay_concurrency",
+    "spool_sync",
   ],
   relay: ["relayhost", "connect_timeout", "reply_timeout"],
   local: ["domains", "maildir_root"],
@@ -413,6 +414,10 @@ function build(r: Reader, raw: Table, source: string): Config {
       workers: r.int(queue, "queue", "workers"),
       scanInterval: r.seconds(queue, "queue", "scan_interval"),
       relayConcurrency: r.int(queue, "queue", "relay_concurrency"),
+      spoolSync: r.oneOf<Config["queue"]["spoolSync"]>(queue, "queue.spool_sync", "spool_sync", [
+        "syncfs",
+        "fdatasync",
+      ]),
     },
     relay: {
       relayhost,
@@ -546,6 +551,7 @@ export function describeConfig(c: Config): string {
     ["workers", Q.workers],
     ["scan_interval", Q.scanInterval],
     ["relay_concurrency", Q.relayConcurrency],
+    ["spool_sync", Q.spoolSync],
   ]);
   section("relay", [
     ["relayhost", R.relayhost ? formatHostPort(R.relayhost) : ""],

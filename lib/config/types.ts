@@ -105,6 +105,12 @@ export interface QueueConfig {
   scanInterval: number;
   /** Outgoing SMTP deliveries running at once. */
   relayConcurrency: number;
+  /**
+   * How spool writes are made durable: "syncfs" (one shared syncfs of the
+   * spool's file system per batch of concurrent commits) or "fdatasync"
+   * (each file on its own, directory fsyncs shared).
+   */
+  spoolSync: "syncfs" | "fdatasync";
 }
 
 /** Where non-local mail goes, and the client's timeouts. */
