@@ -582,9 +582,12 @@ async function measure(a: Args, base: string): Promise<Results> {
     for (const { c, runs } of results.cases) {
       const fn = c.kind === "accept" ? acceptRun : relayRun;
       for (const k of order) {
-        runs[k].push(
-          await attempt(`${c.id} ${k} (round ${round + 1})`, () => fn(k, sub(`${c.id}-${k}`), c)),
-        );
+        // Each run's queue is deleted after it, so big-message runs cannot fill
+        // the file system (the --journaled image is 400 MB).
+        const dir = sub(`${c.id}-${k}`);
+        const drop = () => Deno.remove(dir, { recursive: true }).catch(() => {});
+        const once = () => fn(k, dir, c).finally(drop);
+        runs[k].push(await attempt(`${c.id} ${k} (round ${round + 1})`, once));
       }
     }
   }

@@ -27,10 +27,11 @@ export interface Case {
 const KB = 1024;
 const MB = 1024 * 1024;
 
-/** Messages in a run of `size`-byte messages, scaled from the 2 KB count (whole MBs per run). */
+/** Messages in a run of `size`-byte messages, scaled from the 2 KB count to at most ~150 MB. */
 function scaled(base: number, size: number, quick: boolean): number {
   if (size <= 4 * KB) return base;
-  const budget = quick ? 4 * MB : 400 * MB;
+  // Each run's spool must fit the --journaled image (400 MB) with room to spare.
+  const budget = quick ? 4 * MB : 150 * MB;
   return Math.max(quick ? 4 : 10, Math.min(base, Math.floor(budget / size)));
 }
 
