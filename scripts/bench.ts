@@ -567,7 +567,7 @@ async function measure(a: Args, base: string): Promise<Results> {
   const results: Results = { cases: [] };
   let i = 0;
   const sub = (name: string) => `${base}/${++i}-${name}`;
-  for (const c of matrixCases(a.count, a.quick)) {
+  for (const c of matrixCases(a.count, a.quick, a.journaled)) {
     if (want(c.kind) || (c.id === "s20" && want("memory"))) {
       results.cases.push({ c, group: "matrix", runs: { skiff: [], Postfix: [] } });
     }

@@ -36,7 +36,9 @@ function scaled(base: number, size: number, quick: boolean): number {
 }
 
 /** The matrix of issue 13, each row with its target ratio. */
-export function matrixCases(count: number, quick: boolean): Case[] {
+export function matrixCases(count: number, quick: boolean, journaled = false): Case[] {
+  // Issue 13: 2x at 20 and 100 sessions on a journaled ext4, 1.5x on the root file system.
+  const many = journaled ? 2 : 1.5;
   const c = (o: Omit<Case, "rcpts" | "count"> & { rcpts?: number }): Case => ({
     rcpts: 1,
     count: scaled(count, o.size, quick),
@@ -57,7 +59,7 @@ export function matrixCases(count: number, quick: boolean): Case[] {
       kind: "accept",
       sessions: 20,
       size: 2 * KB,
-      target: 1.5,
+      target: many,
     }),
     c({
       id: "s100",
@@ -65,7 +67,7 @@ export function matrixCases(count: number, quick: boolean): Case[] {
       kind: "accept",
       sessions: 100,
       size: 2 * KB,
-      target: 1.5,
+      target: many,
     }),
     c({
       id: "k100",
