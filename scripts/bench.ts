@@ -36,7 +36,7 @@ import {
 import { type Case, growthCases, matrixCases } from "./bench_cases.ts";
 import { startupPhase, type StartupRow, startupTable } from "./bench_startup.ts";
 
-const PHASES = ["accept", "relay", "growth", "memory", "idle", "startup"] as const;
+const PHASES = ["accept", "relay", "local", "growth", "memory", "idle", "startup"] as const;
 type Phase = typeof PHASES[number];
 type Kind = "skiff" | "Postfix";
 const KINDS: Kind[] = ["skiff", "Postfix"];
@@ -242,6 +242,59 @@ async function relayRun(kind: Kind, dir: string, c: Case): Promise<RunResult> {
   } finally {
     await mta?.stop();
     await sink.stop();
+  }
+}
+
+/** The unix user both MTAs deliver to in the local run (created and removed by the bench). */
+const LOCAL_USER = "skiffperf";
+
+/**
+ * Local delivery end to end: N messages to one local user; the clock runs
+ * until the user's Maildir (skiff: under maildir_root; Postfix: local(8)
+ * with home_mailbox = Maildir/ in the user's home) holds N messages.
+ */
+async function localRun(kind: Kind, dir: string, c: Case): Promise<RunResult> {
+  const n = c.count;
+  const home = `${dir}/home`;
+  await Deno.mkdir(home, { recursive: true });
+  await run("useradd", ["-M", "-d", home, "-s", "/usr/sbin/nologin", LOCAL_USER]);
+  let mta: Mta | null = null;
+  try {
+    await run("chown", [LOCAL_USER, home]);
+    mta = await startMta(kind, dir, { relayhost: `127.0.0.1:${freePort()}` });
+    const maildir = kind === "skiff" ? `${dir}/mail/${LOCAL_USER}/new` : `${home}/Maildir/new`;
+    const t0 = performance.now();
+    const src = await smtpSource({
+      port: mta.port,
+      count: n,
+      sessions: c.sessions,
+      size: c.size,
+      rcpts: 1,
+      to: `${LOCAL_USER}@localhost`,
+      timeoutMs: 30_000 + n * 20,
+    });
+    const failed = src.code !== 0 || src.timedOut;
+    const deadline = Date.now() + (failed ? 5000 : 30_000 + n * 30);
+    let got = 0;
+    let done: number | null = null;
+    while (Date.now() < deadline) {
+      try {
+        got = [...Deno.readDirSync(maildir)].length;
+      } catch { /* not created yet */ }
+      if (got >= n) {
+        done = performance.now();
+        break;
+      }
+      await sleep(20);
+    }
+    await sleep(500);
+    const notes = await describe(mta, n, src);
+    notes.push(`Maildir holds ${got}; smtp-source took ${(src.ms / 1000).toFixed(2)} s`);
+    if (done === null) notes.push(`**Maildir got ${got} of ${n} before the deadline**`);
+    return { rate: done === null ? undefined : n / ((done - t0) / 1000), notes };
+  } finally {
+    await mta?.stop();
+    await run("userdel", [LOCAL_USER]);
   }
 }
 
@@ -580,7 +633,7 @@ async function measure(a: Args, base: string): Promise<Results> {
   for (let round = 0; round < a.rounds; round++) {
     const order = round % 2 === 0 ? KINDS : [...KINDS].reverse();
     for (const { c, runs } of results.cases) {
-      const fn = c.kind === "accept" ? acceptRun : relayRun;
+      const fn = c.kind === "accept" ? acceptRun : c.kind === "relay" ? relayRun : localRun;
       for (const k of order) {
         // Each run's queue is deleted after it, so big-message runs cannot fill
         // the file system (the --journaled image is 400 MB).

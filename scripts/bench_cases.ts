@@ -11,8 +11,11 @@ export interface Case {
   id: string;
   /** Row label in the report. */
   label: string;
-  /** accept: relayhost is a closed port (queue and defer); relay: end to end to smtp-sink. */
-  kind: "accept" | "relay";
+  /**
+   * accept: relayhost is a closed port (queue and defer); relay: end to end
+   * to smtp-sink; local: end to end into one local user's Maildir.
+   */
+  kind: "accept" | "relay" | "local";
   sessions: number;
   /** Message body length given to smtp-source -l, bytes. */
   size: number;
@@ -92,6 +95,14 @@ export function matrixCases(count: number, quick: boolean, journaled = false): C
       sessions: 20,
       size: 2 * KB,
       target: 2,
+    }),
+    c({
+      id: "local",
+      label: "local Maildir delivery end to end, 20 sessions, 2 KB",
+      kind: "local",
+      sessions: 20,
+      size: 2 * KB,
+      target: 1.5,
     }),
   ];
 }

@@ -380,6 +380,7 @@ showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
@@ -423,6 +424,7 @@ maillog_file_prefixes = ${d}
 syslog_name = postfix-bench
 myhostname = postfix-bench.localdomain
 mydestination = localhost
+home_mailbox = Maildir/
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
@@ -630,6 +632,8 @@ export interface SourceOptions {
   size: number;
   /** Recipients per message (-r); 1 by default. */
   rcpts?: number;
+  /** The recipient; default user@example.net, made distinct per message (-N). */
+  to?: string;
   timeoutMs: number;
 }
 
@@ -648,11 +652,11 @@ export function smtpSource(o: SourceOptions): ReturnType<typeof run> {
     String(o.size),
     "-r",
     String(o.rcpts ?? 1),
-    "-N",
+    ...(o.to ? [] : ["-N"]),
     "-f",
     "a@localhost",
     "-t",
-    "user@example.net",
+    o.to ?? "user@example.net",
     `127.0.0.1:${o.port}`,
   ], { timeoutMs: o.timeoutMs });
 }
