@@ -620,7 +620,10 @@ async function measure(a: Args, base: string): Promise<Results> {
   const results: Results = { cases: [] };
   let i = 0;
   const sub = (name: string) => `${base}/${++i}-${name}`;
+  // --quick keeps one case per code path: accept 2 KB and 1 MB, relay, local.
+  const quickIds = new Set(["s20", "m1", "relay", "local"]);
   for (const c of matrixCases(a.count, a.quick, a.journaled)) {
+    if (a.quick && !quickIds.has(c.id)) continue;
     if (want(c.kind) || (c.id === "s20" && want("memory"))) {
       results.cases.push({ c, group: "matrix", runs: { skiff: [], Postfix: [] } });
     }
