@@ -489,7 +489,7 @@ export class SmtpSession {
       msg.onResults?.(
         accepted.map((i) => ({ index: i, result: results[i]! })),
         this.relay,
-        this.extensions.has("DSN"),
+        this.#ext.has("DSN"),
       );
       return;
     }
@@ -501,7 +501,7 @@ export class SmtpSession {
         throw this.#protocol(`Unexpected reply ${reply.code} after data`);
       }
       results[i] = this.#fromReply(msg.recipients[i], reply);
-      msg.onResults?.([{ index: i, result: results[i]! }], this.relay, this.extensions.has("DSN"));
+      msg.onResults?.([{ index: i, result: results[i]! }], this.relay, this.#ext.has("DSN"));
     }
   }
 
