@@ -230,7 +230,7 @@ export class Skiff implements Mta {
 
   /** Starts skiff and waits for its "ready" log line. */
   static async start(
-    opts: MtaOptions & { connections: number; root?: string },
+    opts: MtaOptions & { connections: number; root?: string; spoolSync?: string },
   ): Promise<Skiff> {
     const root = (opts.root ?? ROOT).replace(/\/*$/, "/");
     await Deno.mkdir(opts.dir, { recursive: true });
@@ -252,7 +252,7 @@ maildir_root = "${opts.dir}/mail"
 relayhost = "${opts.relayhost}"
 connect_timeout = 5
 reply_timeout = 30
-`,
+${opts.spoolSync ? `[queue]\nspool_sync = "${opts.spoolSync}"\n` : ""}`,
     );
     // The deno binary itself (not the scripts/deno wrapper), so the pid is skiff's.
     const child = new Deno.Command(Deno.execPath(), {
@@ -380,6 +380,7 @@ showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
@@ -411,7 +412,7 @@ export class Postfix implements Mta {
     const d = opts.dir;
     await Deno.mkdir(`${d}/conf`, { recursive: true });
     // Postfix's daemons (user postfix) must traverse every parent of the queue.
-    await Deno.mkdir(`${d}/queue`, { mode: 0o755 });
+    await Deno.mkdir(`${d}/queue`, { mode: 0o755, recursive: true }); // exists on a restart
     await Deno.chmod(d, 0o755);
     await Deno.writeTextFile(
       `${d}/conf/main.cf`,
@@ -423,6 +424,7 @@ maillog_file_prefixes = ${d}
 syslog_name = postfix-bench
 myhostname = postfix-bench.localdomain
 mydestination = localhost
+home_mailbox = Maildir/
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
@@ -451,12 +453,12 @@ smtpd_tls_security_level = none
   }
 
   async #startInstance(): Promise<void> {
-    let res = await run(POSTFIX, ["-c", this.#conf, "start"], { timeoutMs: 30_000 });
+    let res = await run(POSTFIX, ["-c", this.#conf, "start"], { timeoutMs: 90_000 });
     const out = res.stdout + res.stderr + (await this.#maillog());
     if (res.code !== 0 && /alternate_config_directories/.test(out)) {
       // Needed by non-root callers; as root `postfix -c` has been seen to work without it.
       await ensureAlternateConfigDir(this.#conf);
-      res = await run(POSTFIX, ["-c", this.#conf, "start"], { timeoutMs: 30_000 });
+      res = await run(POSTFIX, ["-c", this.#conf, "start"], { timeoutMs: 90_000 });
     }
     if (res.code !== 0) {
       throw new Error(
@@ -628,6 +630,10 @@ export interface SourceOptions {
   count: number;
   sessions: number;
   size: number;
+  /** Recipients per message (-r); 1 by default. */
+  rcpts?: number;
+  /** The recipient; default user@example.net, made distinct per message (-N). */
+  to?: string;
   timeoutMs: number;
 }
 
@@ -644,11 +650,13 @@ export function smtpSource(o: SourceOptions): ReturnType<typeof run> {
     String(o.count),
     "-l",
     String(o.size),
-    "-N",
+    "-r",
+    String(o.rcpts ?? 1),
+    ...(o.to ? [] : ["-N"]),
     "-f",
     "a@localhost",
     "-t",
-    "user@example.net",
+    o.to ?? "user@example.net",
     `127.0.0.1:${o.port}`,
   ], { timeoutMs: o.timeoutMs });
 }

@@ -4,7 +4,8 @@
  * and (b) two files, data and control, each synced, the control file
  * renamed last as the commit marker. Each is run with sequential and with 20
  * concurrent writers of 2 KB messages, with and without coalescing of the
- * queue/ directory fsync.
+ * queue/ directory fsync; and (c) the one file with syncfs group commit,
+ * as `skiff serve` runs it (one syncfs per batch for data, one for renames).
  *
  *   ./scripts/deno run --allow-all scripts/bench_spool.ts [--dir D] [--count N] [--rounds R]
  */
@@ -37,9 +38,19 @@ function envelope(id: string): Envelope {
 
 type Commit = () => Promise<void>;
 
-/** (a) The real spool: one file. */
+/** (a) The real spool: one file, each file fdatasync'ed, queue/ fsyncs coalesced. */
 function oneFile(root: string, syncer: DirSyncer): Commit {
-  const spool = new Spool(root, { dirSyncer: syncer });
+  const spool = new Spool(root, { dirSyncer: syncer, sync: "fdatasync" });
+  return async () => {
+    const w = await spool.begin();
+    await w.write(MESSAGE);
+    await w.commit(envelope(w.id));
+  };
+}
+
+/** (c) The real spool as `skiff serve` runs it: one file, syncfs group commit. */
+function oneFileSyncfs(root: string, _syncer: DirSyncer): Commit {
+  const spool = new Spool(root, { sync: "syncfs" });
   return async () => {
     const w = await spool.begin();
     await w.write(MESSAGE);
@@ -91,9 +102,15 @@ const count = Math.min(MAX_COUNT, Math.max(1, Number(arg("--count") ?? 1000)));
 const rounds = Math.min(9, Math.max(1, Number(arg("--rounds") ?? 3)));
 const base = arg("--dir") ?? await Deno.makeTempDir({ prefix: "bench_spool_" });
 const configs: { layout: string; make: typeof oneFile; writers: number; coalesce: boolean }[] = [];
-for (const [layout, make] of [["one file", oneFile], ["two files", twoFiles]] as const) {
+const layouts = [
+  ["one file, syncfs", oneFileSyncfs],
+  ["one file", oneFile],
+  ["two files", twoFiles],
+] as const;
+for (const [layout, make] of layouts) {
   for (const writers of [1, CONCURRENCY]) {
-    for (const coalesce of writers === 1 ? [true] : [false, true]) {
+    const plain = writers === 1 || make === oneFileSyncfs || Deno.args.includes("--short");
+    for (const coalesce of plain ? [true] : [false, true]) {
       configs.push({ layout, make, writers, coalesce });
     }
   }
@@ -104,7 +121,7 @@ const rates = configs.map(() => [] as number[]);
 const fsyncs = configs.map(() => 0);
 for (let round = 0; round < rounds; round++) {
   for (const [i, c] of configs.entries()) {
-    const root = `${base}/${c.layout.replace(" ", "_")}_${c.writers}_${c.coalesce}`;
+    const root = `${base}/${c.layout.replace(/\W+/g, "_")}_${c.writers}_${c.coalesce}`;
     await new Spool(root).init();
     const syncer = new DirSyncer({ coalesce: c.coalesce });
     const commit = c.make(root, syncer);

@@ -91,7 +91,9 @@ level = "error"`,
   );
   const spool = new Spool(cfg.spoolDir);
   await spool.init();
-  const creds = new HeldCredentials(`alice:${await hashPassword("right")}\n`);
+  const creds = new HeldCredentials(
+    `alice:${await hashPassword("right", { N: 1024, r: 8, p: 1 })}\n`,
+  );
   const listener = await startSmtpListener(
     { ...cfg.listeners[0], address: { kind: "tcp", host: "127.0.0.1", port: 0 } },
     {

@@ -99,6 +99,7 @@ Deno.test("embedded default parses into the documented values", () => {
       scanInterval: 60,
       relayConcurrency: 10,
       minFreeBytes: 16777216,
+      spoolSync: "syncfs",
     },
     relay: { relayhost: null, connectTimeout: 30, replyTimeout: 300 },
     local: {

@@ -41,20 +41,26 @@ os.close(fd)
 time.sleep(30)
 `;
 
-/** Runs a skiff whose pipe.test recipients go to SLOW_ONCE; returns the work paths. */
+/** Runs a skiff whose pipe.test recipients go to SLOW_ONCE; returns its output directory. */
 async function slowPipeServer(queue: string) {
   const work = await Deno.makeTempDir({ prefix: "skiff-fault-" });
+  // Pipe routes run as delivery.default_privs (nobody), never root: the
+  // script must be reachable and its output directory writable by that user.
+  await Deno.chmod(work, 0o755);
   const script = `${work}/slow_once.py`;
   await Deno.writeTextFile(script, SLOW_ONCE);
   await Deno.chmod(script, 0o755);
+  const out = `${work}/out`;
+  await Deno.mkdir(out, { mode: 0o777 });
+  await Deno.chmod(out, 0o777);
   const server = await SkiffServer.start({
     dir: work,
     queue,
     toml: `[[route]]\ndomain = "pipe.test"\ntype = "pipe"\ncommand = ${
-      JSON.stringify([script, work])
+      JSON.stringify([script, out])
     }\n`,
   });
-  return { work, server };
+  return { out, server };
 }
 
 /** The pids OUT/first names once the pipe command's first run is under way. */
@@ -64,7 +70,7 @@ async function firstRun(work: string): Promise<{ pipe: number; worker: number }>
       const t = await Deno.readTextFile(`${work}/first`).catch(() => "");
       return t.endsWith("\n") ? t : null;
     },
-    20_000,
+    60_000, // a deadline: a worker starts slowly on a loaded machine
     "the pipe command's first run",
   );
   const [pipe, worker] = line.trim().split(" ").map(Number);
@@ -74,8 +80,17 @@ async function firstRun(work: string): Promise<{ pipe: number; worker: number }>
   return { pipe, worker };
 }
 
+/**
+ * Signals a process this test learned about, if it is still that process:
+ * pids wrap at 32768 on a busy machine, so a pid that exited long ago may
+ * now belong to another program (and 0 would signal the test runner's own
+ * process group, which once killed the whole suite when firstRun() failed).
+ */
 function killQuietly(pid: number, signal: Deno.Signal): void {
+  if (!(pid > 0)) return;
   try {
+    const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+    if (!/slow_once\.py|\0worker/.test(cmdline)) return;
     Deno.kill(pid, signal);
   } catch { /* gone */ }
 }
@@ -95,16 +110,16 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const { work, server } = await slowPipeServer("retry_min = 1\nretry_max = 2");
+    const { out, server } = await slowPipeServer("retry_min = 1\nretry_max = 2");
     let pids = { pipe: 0, worker: 0 };
     try {
       const id = await submitMessage(server.port, { to: "box@pipe.test", subject: "fault" });
-      pids = await firstRun(work);
+      pids = await firstRun(out);
       await greets(server.port);
       killQuietly(pids.worker, "SIGKILL");
       await server.waitForLog(new RegExp(`deferred id=${id} [^\\n]*dsn=4\\.3\\.0`), 20_000);
       await greets(server.port);
-      await deliveredOnce(server, work, id);
+      await deliveredOnce(server, out, id);
     } finally {
       killQuietly(pids.pipe, "SIGKILL");
       await server.stop();
@@ -119,19 +134,19 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const { work, server } = await slowPipeServer(
+    const { out, server } = await slowPipeServer(
       "retry_min = 1\nretry_max = 2\nworker_timeout = 3",
     );
     let pids = { pipe: 0, worker: 0 };
     try {
       const id = await submitMessage(server.port, { to: "box@pipe.test", subject: "fault" });
-      pids = await firstRun(work);
+      pids = await firstRun(out);
       // A stopped process cannot answer, exit or be reaped: the worker is hung.
       killQuietly(pids.worker, "SIGSTOP");
       await greets(server.port);
       await server.waitForLog(new RegExp(`deferred id=${id} [^\\n]*timed out`), 20_000);
       await greets(server.port);
-      await deliveredOnce(server, work, id);
+      await deliveredOnce(server, out, id);
     } finally {
       killQuietly(pids.pipe, "SIGKILL");
       killQuietly(pids.worker, "SIGKILL");

@@ -136,18 +136,28 @@ Deno.test("maildrop format round-trips and refuses what it does not know", () =>
   assert.deepEqual(d.envelope, env);
   assert.equal(dec.decode(d.content), "Subject: s\r\n\r\nx\r\n");
   assert.throws(() => decodeDrop(enc.encode("junk\n{}\n")), /Not a maildrop file/);
+  // One fault per case: the validator names the first it finds.
   assert.throws(
-    () => decodeDrop(enc.encode('skiff-maildrop 1\n{"from":"a","recipients":[],"x":1}\n')),
+    () => decodeDrop(enc.encode('skiff-maildrop 1\n{"from":"a@x.test","recipients":[]}\n')),
     /recipients/,
   );
   assert.throws(
     () =>
       decodeDrop(
         enc.encode(
-          'skiff-maildrop 1\n{"from":"a","recipients":[{"address":"b"}],"params":{"X":"1"}}\n',
+          'skiff-maildrop 1\n{"from":"a@x.test","recipients":[{"address":"b@y.test"}],"x":1}\n',
         ),
       ),
-    /param X/,
+    /bad key "x"/,
+  );
+  assert.throws(
+    () =>
+      decodeDrop(
+        enc.encode(
+          'skiff-maildrop 1\n{"from":"a@x.test","recipients":[{"address":"b@y.test"}],"params":{"X":"1"}}\n',
+        ),
+      ),
+    /params\.X: not allowed/,
   );
 });
 

@@ -78,7 +78,9 @@ function play(port: number, chunks: Uint8Array[]): Promise<string> {
       }
       if (!s.destroyed) s.end("\r\nQUIT\r\n");
     });
-    setTimeout(() => s.destroy(), 5000);
+    // A deadline, not an expectation: every session ends at QUIT or EOF long before.
+    const timer = setTimeout(() => s.destroy(), 30_000);
+    s.on("close", () => clearTimeout(timer));
   });
 }
 

@@ -205,7 +205,7 @@ Deno.test("init removes half-received files; incoming/ is never listed", async (
     const w1 = await spool.begin();
     await w1.write(new Uint8Array(100_000)); // flushed: placeholder header on disk
     const w2 = await spool.begin();
-    await w2.write(MESSAGE);
+    await w2.write(MESSAGE); // still in memory: no file yet
     await Deno.writeTextFile(`${dir}/incoming/notes.txt`, "operator's file");
     assert.deepEqual(await spool.list(), [kept]);
     const head = await Deno.readFile(`${dir}/incoming/${w1.id}`);
@@ -213,7 +213,7 @@ Deno.test("init removes half-received files; incoming/ is never listed", async (
 
     // A restart: the writers' process is gone.
     const again = new Spool(dir);
-    assert.deepEqual(await again.init(), { removedPartials: 2 });
+    assert.deepEqual(await again.init(), { removedPartials: 1 });
     assert.deepEqual([...Deno.readDirSync(`${dir}/incoming`)].map((e) => e.name), ["notes.txt"]);
     assert.deepEqual(await again.list(), [kept]);
     await w1.abort();
@@ -405,7 +405,7 @@ Deno.test("concurrent commits coalesce their directory fsyncs", async () => {
   const dir = await Deno.makeTempDir({ prefix: "spool_test_" });
   try {
     const syncer = new DirSyncer();
-    const spool = new Spool(dir, { dirSyncer: syncer });
+    const spool = new Spool(dir, { dirSyncer: syncer, sync: "fdatasync" });
     await spool.init();
     const ids = await Promise.all(Array.from({ length: 20 }, () => store(spool, MESSAGE)));
     assert.deepEqual(await spool.list(), ids.toSorted());
@@ -474,4 +474,22 @@ Deno.test("kill -9 mid-DATA and after commit: restart keeps exactly the committe
       new Uint8Array(100).fill(66),
     );
   });
+});
+
+Deno.test("syncfs group commit: concurrent commits share data and rename syncs", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "spool_test_" });
+  try {
+    const spool = new Spool(dir);
+    await spool.init();
+    const ids = await Promise.all(Array.from({ length: 20 }, () => store(spool, MESSAGE)));
+    assert.deepEqual(await spool.list(), ids.toSorted());
+    const s = spool.syncs;
+    assert.equal(s.mode, "syncfs");
+    assert.ok(s.data >= 1 && s.data < 20, `${s.data} data syncs for 20 commits`);
+    assert.ok(s.dir >= 1 && s.dir < 20, `${s.dir} rename syncs for 20 commits`);
+    for (const id of ids) assert.equal((await spool.load(id)).envelope.id, id);
+    assert.deepEqual([...Deno.readDirSync(`${dir}/incoming`)], []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -43,10 +43,19 @@ function evalWorker(code: string, timeoutMs = 3000) {
     runWorkerJob(job, { timeoutMs, command: { command: Deno.execPath(), args: ["eval", code] } });
 }
 
-const FAULTS: Record<string, { code: string; error: RegExp }> = {
+/**
+ * The faults, and the worker timeout each runs under: only the hang needs a
+ * short one. The others get a deadline far beyond a `deno eval` start on a
+ * loaded machine, or the timeout would win and report the wrong cause.
+ */
+const FAULTS: Record<string, { code: string; error: RegExp; timeoutMs?: number }> = {
   crash: { code: "Deno.kill(Deno.pid, 'SIGKILL')", error: /signal SIGKILL/ },
   exit: { code: "Deno.exit(3)", error: /exit code 3/ },
-  hang: { code: "await new Promise(() => setInterval(() => {}, 1000))", error: /timed out/ },
+  hang: {
+    code: "await new Promise(() => setInterval(() => {}, 1000))",
+    error: /timed out/,
+    timeoutMs: 1500,
+  },
   garbage: { code: "console.log('this is not json')", error: /not JSON/ },
   wrongFile: {
     code: "console.log(JSON.stringify({file: 'ZZZZ', delete: true}))",
@@ -68,7 +77,7 @@ for (const [name, fault] of Object.entries(FAULTS)) {
           config: cfg,
           spool,
           now: () => now,
-          runJob: evalWorker(fault.code, 1500),
+          runJob: evalWorker(fault.code, fault.timeoutMs ?? 60_000),
         });
         await bad.scan();
         await bad.idle();

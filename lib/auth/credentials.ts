@@ -30,11 +30,28 @@ function derive(password: string, salt: Uint8Array, n: number, r: number, p: num
 const b64 = (b: Uint8Array) => btoa(String.fromCharCode(...b));
 const unb64 = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 
-/** Makes the hash part of a credentials line for a password. */
-export async function hashPassword(password: string): Promise<string> {
+/** scrypt cost parameters of a new hash (each line of the file carries its own). */
+export interface ScryptCost {
+  /** CPU/memory cost, a power of 2 (default 2^15). */
+  N: number;
+  /** Block size (default 8). */
+  r: number;
+  /** Parallelism (default 1). */
+  p: number;
+}
+
+/**
+ * Makes the hash part of a credentials line for a password. `cost` is for
+ * tests only (a cheap hash keeps them quick on a loaded machine); `skiff
+ * passwd` always uses the default.
+ */
+export async function hashPassword(
+  password: string,
+  cost: ScryptCost = { N, r: R, p: P },
+): Promise<string> {
   const salt = new Uint8Array(randomBytes(16));
-  const key = await derive(password, salt, N, R, P);
-  return `scrypt$${N}$${R}$${P}$${b64(salt)}$${b64(key)}`;
+  const key = await derive(password, salt, cost.N, cost.r, cost.p);
+  return `scrypt$${cost.N}$${cost.r}$${cost.p}$${b64(salt)}$${b64(key)}`;
 }
 
 interface Entry {

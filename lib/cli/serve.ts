@@ -116,7 +116,7 @@ export async function serve(cfg: Config): Promise<number> {
     );
     return EX_TEMPFAIL;
   }
-  const spool = new Spool(cfg.spoolDir);
+  const spool = new Spool(cfg.spoolDir, { sync: cfg.queue.spoolSync });
   const { removedPartials } = await spool.init();
   await lock.writePid();
   let spawner: Spawner = new DirectSpawner();
@@ -161,17 +161,21 @@ export async function serve(cfg: Config): Promise<number> {
   }
   closeOnExecAll(); // the node:net listeners are not close-on-exec by themselves
   if (plan.mode === "drop") await switchToUser(plan.user);
-  const { messages } = await manager.start();
+  // The queue is read in the background ("queue scanned" is logged when it
+  // is done): the listeners answer at once whatever the backlog.
+  const { scanned } = manager.start();
+  scanned.catch((err) => logError("scan failed", { error: String(err) }));
   logEvent("starting", {
     version: VERSION,
     config: cfg.source,
     spool: cfg.spoolDir,
-    queued: messages,
     removed_partials: removedPartials,
     uid: Deno.uid(),
     privileges: plan.mode,
     helper: helper?.pid,
   });
+  // RCPT checks consult the aliases (backscatter): none may run before they are loaded.
+  await manager.aliasesLoaded();
   gate.resolve();
   return await run(cfg, { spool, manager, group, helper, lock, http });
 }

@@ -68,6 +68,7 @@ workers = 4
 scan_interval = 60
 relay_concurrency = 10
 min_free_bytes = 16777216
+spool_sync = "syncfs"
 
 [relay]
 relayhost = ""

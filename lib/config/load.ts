@@ -111,6 +111,7 @@ const KEYS: Record<string, readonly string[]> = {
     "scan_interval",
     "relay_concurrency",
     "min_free_bytes",
+    "spool_sync",
   ],
   relay: ["relayhost", "connect_timeout", "reply_timeout"],
   local: ["domains", "maildir_root", "verify_recipients", "existing_maildirs_only"],
@@ -279,6 +280,10 @@ function build(r: Reader, raw: Table, source: string): Config {
       scanInterval: r.seconds(queue, "queue", "scan_interval"),
       relayConcurrency: r.int(queue, "queue", "relay_concurrency"),
       minFreeBytes: readBytes0(r, queue, "queue.min_free_bytes"),
+      spoolSync: r.oneOf<Config["queue"]["spoolSync"]>(queue, "queue.spool_sync", "spool_sync", [
+        "syncfs",
+        "fdatasync",
+      ]),
     },
     relay: {
       relayhost,
@@ -436,6 +441,7 @@ export function describeConfig(c: Config): string {
     ["scan_interval", Q.scanInterval],
     ["relay_concurrency", Q.relayConcurrency],
     ["min_free_bytes", Q.minFreeBytes],
+    ["spool_sync", Q.spoolSync],
   ]);
   section("relay", [
     ["relayhost", R.relayhost ? formatHostPort(R.relayhost) : ""],

@@ -116,6 +116,12 @@ export interface QueueConfig {
   relayConcurrency: number;
   /** Bytes of the spool's file system kept free for journal records and bounces; MAIL needs this plus 1.5 × the message size. */
   minFreeBytes: number;
+  /**
+   * How spool writes are made durable: "syncfs" (one shared syncfs of the
+   * spool's file system per batch of concurrent commits) or "fdatasync"
+   * (each file on its own, directory fsyncs shared).
+   */
+  spoolSync: "syncfs" | "fdatasync";
 }
 
 /** Where non-local mail goes, and the client's timeouts. */

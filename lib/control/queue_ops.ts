@@ -75,13 +75,23 @@ interface Found {
 async function scanAll(spoolDir: string): Promise<Found[]> {
   const out: Found[] = [];
   for (const [dir, held] of [[queueDir(spoolDir), false], [holdDir(spoolDir), true]] as const) {
-    for (const id of await idsIn(dir)) {
-      try {
-        out.push({ id, held, state: await loadFile(`${dir}/${id}`, id) });
-      } catch { /* delivered and removed while we looked, or unreadable: mailq skips it */ }
+    // Journals are read 64 at a time: one by one, each read waits for a
+    // thread hand-off and 20,000 of them took over 10 s on a busy machine.
+    const ids = await idsIn(dir);
+    for (let i = 0; i < ids.length; i += 64) {
+      await Promise.all(
+        ids.slice(i, i + 64).map(async (id) => {
+          try {
+            out.push({ id, held, state: await loadFile(`${dir}/${id}`, id) });
+          } catch { /* delivered and removed while we looked, or unreadable: mailq skips it */ }
+        }),
+      );
     }
   }
-  return out.sort((a, b) => a.state.envelope.received - b.state.envelope.received);
+  // Ties broken by id (time-ordered), as the one-by-one reading used to leave them.
+  return out.sort((a, b) =>
+    a.state.envelope.received - b.state.envelope.received || (a.id < b.id ? -1 : 1)
+  );
 }
 
 function entryOf(f: Found, active: Set<string>): QueueEntry {

@@ -21,6 +21,8 @@ export interface ControlServer {
 
 /** Seconds a client may take to send its request line. */
 const REQUEST_TIMEOUT_MS = 10_000;
+/** Longest a request may take to answer (the client waits 120 s). */
+const HANDLER_TIMEOUT_MS = 120_000;
 
 /**
  * Listens on `path` (a leftover socket from a previous manager is removed;
@@ -87,6 +89,12 @@ function serveOne(socket: net.Socket, handler: ControlHandler): void {
       return;
     }
     done = true;
+    // The request is in: from here the handler's own work is bounded by
+    // HANDLER_TIMEOUT_MS, not by the time allowed to send a request (listing
+    // a queue of 20,000 messages took longer than that on a busy machine).
+    clearTimeout(timer);
+    const slow = setTimeout(() => socket.destroy(), HANDLER_TIMEOUT_MS);
+    socket.on("close", () => clearTimeout(slow));
     let req: ControlRequest;
     try {
       req = checkRequest(JSON.parse(buf.slice(0, nl)));

@@ -285,8 +285,8 @@ function groupDue(all: Due[]): Group[] {
  * a server offering DSN took it on ("passed"); an SMTP relay without DSN
  * is "relayed"; LMTP and programs are the final destination (undefined).
  */
-function dsnHop(g: Group, res: SendResult): "passed" | "relayed" | undefined {
-  if (res.dsn) return "passed";
+function dsnHop(g: Group, dsn: boolean): "passed" | "relayed" | undefined {
+  if (dsn) return "passed";
   if (g.kind !== "net") return undefined;
   const routed = g.items[0].routed;
   const kind = routed.type === "deliver" ? routed.destination.kind : "";
@@ -328,14 +328,17 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
   const fromResults = (res: SendResult) =>
     out.add(
       res.recipients.map((x: RecipientResult, i) =>
-        resultRecord(deps, rcpts[i], x, res.relay, dsnHop(g, res))
+        resultRecord(deps, rcpts[i], x, res.relay, dsnHop(g, res.dsn === true))
       ),
     );
-  // What a reply after the content settles is journaled as soon as it is read.
+  // What a reply after the content settles is journaled as soon as it is read,
+  // with its DSN hop: add() drops the later copy from fromResults.
   const send = (msg: OutgoingMessage): OutgoingMessage => ({
     ...msg,
-    onResults: (settled, relay) =>
-      out.settle(settled.map((s) => resultRecord(deps, rcpts[s.index], s.result, relay))),
+    onResults: (settled, relay, dsn) =>
+      out.settle(
+        settled.map((s) => resultRecord(deps, rcpts[s.index], s.result, relay, dsnHop(g, dsn))),
+      ),
   });
   try {
     if (g.kind === "now") {

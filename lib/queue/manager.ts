@@ -1,6 +1,9 @@
 /**
  * The queue manager: one in-memory schedule keyed by next-attempt time,
- * rebuilt from the spool at start and on a periodic scan. For each due
+ * rebuilt from the spool at start (in the background, so listeners answer
+ * at once and delivery starts as messages are found) and on a periodic
+ * scan. Per queued message it keeps only the id and its next attempt time
+ * (a map entry and a heap entry, ~150 bytes); the journal stays on disk. For each due
  * message it relays non-local recipients in the event loop and hands local
  * ones to a worker child; each result is appended to the message's journal
  * before anything else, and a message is removed once every recipient is
@@ -52,8 +55,9 @@ export class QueueManager {
   #aliasesLoaded: Promise<void>;
   #aliasesSig: string | null = null;
   #aliasesChecked = -Infinity;
-  /** id → next attempt (epoch ms). */
+  /** id → next attempt (epoch ms): the truth; #heap orders it. */
   #due = new Map<string, number>();
+  #heap = new DueHeap();
   #active = new Map<string, Promise<void>>();
   /** Messages a flush made due: their deferred recipients are tried regardless of backoff. */
   #forced = new Set<string>();
@@ -183,40 +187,73 @@ export class QueueManager {
     }
   }
 
-  /** Rebuilds the schedule from the spool and starts the periodic scan. */
-  async start(): Promise<{ messages: number }> {
-    // The listeners' RCPT checks start after this: they must see the aliases.
-    await this.#aliasesLoaded;
-    const n = await this.scan();
+  /** Resolves once the aliases are loaded: RCPT checks must not run before (backscatter). */
+  aliasesLoaded(): Promise<void> {
+    return this.#aliasesLoaded;
+  }
+
+  /**
+   * Starts the periodic scan and the first one, in the background: the
+   * caller can open its listeners at once. `scanned` resolves with the
+   * number of messages queued once the first scan has read the spool.
+   */
+  start(): { scanned: Promise<number> } {
+    const t0 = performance.now();
+    const scanned = this.#scan().then(({ listed }) => {
+      logEvent("queue scanned", { messages: listed, ms: Math.round(performance.now() - t0) });
+      return listed;
+    });
     this.#scanTimer = setInterval(() => {
       this.scan().catch((err) => logError("scan failed", { error: String(err) }));
     }, this.#cfg.queue.scanInterval * 1000);
-    return { messages: n };
+    return { scanned };
   }
 
-  /** Adds every spooled message not yet scheduled; returns how many are queued. */
+  /**
+   * Adds every spooled message not yet scheduled; returns how many are
+   * queued. Journals are read a few at a time and delivery is started after
+   * each batch, so a large backlog starts moving before the scan ends.
+   */
   async scan(): Promise<number> {
-    for (const id of await this.#spool.list()) {
-      if (this.#due.has(id) || this.#active.has(id) || this.#withdrawn.has(id)) continue;
-      try {
-        const state = await this.#spool.load(id);
-        // A delivery may have started (or even finished) while the file was read.
-        if (this.#due.has(id) || this.#active.has(id) || this.#withdrawn.has(id)) continue;
-        this.#due.set(id, state.nextAttempt);
-      } catch (err) {
-        if (err instanceof SpoolCorruptError) await this.#quarantine(id, err);
-        else logError("unreadable queue file", { id, error: String(err) });
-      }
+    return (await this.#scan()).queued;
+  }
+
+  async #scan(): Promise<{ listed: number; queued: number }> {
+    const listed = await this.#spool.list();
+    const ids = listed.filter((id) =>
+      !this.#due.has(id) && !this.#active.has(id) && !this.#withdrawn.has(id)
+    );
+    for (let i = 0; i < ids.length && !this.#stopping; i += SCAN_BATCH) {
+      await Promise.all(
+        ids.slice(i, i + SCAN_BATCH).map(async (id) => {
+          try {
+            const state = await this.#spool.load(id);
+            // Delivered or withdrawn meanwhile (enqueue() may have run): keep that.
+            if (this.#due.has(id) || this.#active.has(id) || this.#withdrawn.has(id)) return;
+            this.#setDue(id, state.nextAttempt);
+          } catch (err) {
+            if (err instanceof Deno.errors.NotFound) return; // finished meanwhile
+            if (err instanceof SpoolCorruptError) await this.#quarantine(id, err);
+            else logError("unreadable queue file", { id, error: String(err) });
+          }
+        }),
+      );
+      this.#pump();
     }
     this.#pump();
-    return this.#due.size + this.#active.size;
+    return { listed: listed.length, queued: this.#due.size + this.#active.size };
   }
 
   /** Schedules a message (a new one is due at once). */
   enqueue(id: string, at = 0): void {
     if (this.#stopping) return;
-    this.#due.set(id, at);
+    this.#setDue(id, at);
     this.#pump();
+  }
+
+  #setDue(id: string, at: number): void {
+    this.#due.set(id, at);
+    this.#heap.push(at, id);
   }
 
   /** Makes every queued message (or those in `ids`) due now (`skiff flush`, `queue retry`). */
@@ -224,7 +261,7 @@ export class QueueManager {
     const only = ids === undefined ? null : new Set(ids);
     for (const id of this.#due.keys()) {
       if (only !== null && !only.has(id)) continue;
-      this.#due.set(id, 0);
+      this.#setDue(id, 0);
       this.#forced.add(id);
     }
     this.#pump();
@@ -277,19 +314,33 @@ export class QueueManager {
     return this.#cfg.queue.workers + this.#cfg.queue.relayConcurrency;
   }
 
-  /** Starts every due message up to the concurrency limit, then sleeps until the next one. */
+  /**
+   * Starts every due message up to the concurrency limit, then sleeps until
+   * the next one. The heap makes this O(started · log n) rather than a walk
+   * over the whole queue on every delivery.
+   */
   #pump(): void {
     if (this.#stopping) return;
     clearTimeout(this.#timer);
     const now = this.#now();
-    let next = Infinity;
-    for (const [id, at] of this.#due) {
-      if (at > now) {
-        next = Math.min(next, at);
+    const heap = this.#heap;
+    if (heap.size > 2 * this.#due.size + 1024) heap.rebuild(this.#due);
+    const held: [number, string][] = [];
+    while (heap.size > 0) {
+      const at = heap.topAt();
+      const id = heap.topId();
+      // A stale entry: the message was rescheduled, started or withdrawn since.
+      if (this.#due.get(id) !== at) {
+        heap.pop();
         continue;
       }
-      if (this.#active.size >= this.#maxActive) break;
-      if (this.#active.has(id)) continue;
+      if (at > now || this.#active.size >= this.#maxActive) break;
+      heap.pop();
+      // Due again while still being delivered: it waits (due) until that ends.
+      if (this.#active.has(id)) {
+        held.push([at, id]);
+        continue;
+      }
       this.#due.delete(id);
       const run = this.#process(id)
         .catch(async (err) => {
@@ -297,7 +348,7 @@ export class QueueManager {
             return await this.#quarantine(id, err);
           }
           logError("processing failed", { id, error: String(err) });
-          this.#due.set(id, this.#now() + this.#cfg.queue.retryMin * 1000);
+          this.#setDue(id, this.#now() + this.#cfg.queue.retryMin * 1000);
         })
         .finally(() => {
           this.#active.delete(id);
@@ -305,11 +356,15 @@ export class QueueManager {
         });
       this.#active.set(id, run);
     }
-    if (next !== Infinity) {
+    // When saturated, the next finished delivery pumps again; otherwise sleep
+    // until the earliest entry (a stale one only causes an early wake-up).
+    if (heap.size > 0 && this.#active.size < this.#maxActive) {
       // Timers are capped so that a clock jump cannot stall the queue for long.
-      const wait = Math.min(Math.max(next - now, 10), 60_000);
+      const wait = Math.min(Math.max(heap.topAt() - now, 10), 60_000);
       this.#timer = setTimeout(() => this.#pump(), wait);
     }
+    // Picked up by the pump that runs when their delivery in progress ends.
+    for (const [at, id] of held) heap.push(at, id);
   }
 
   /**
@@ -342,7 +397,77 @@ export class QueueManager {
       await this.#spool.remove(id);
       logEvent("removed", { id });
     } else {
-      this.#due.set(id, state.nextAttempt);
+      this.#setDue(id, state.nextAttempt);
     }
+  }
+}
+
+/** Messages whose journals are read at once during a scan. */
+const SCAN_BATCH = 64;
+
+/**
+ * A binary min-heap of (next attempt, id), in two parallel arrays so an
+ * entry costs two slots rather than an object. Entries go stale when a
+ * message is rescheduled; the manager skips those against its map.
+ */
+class DueHeap {
+  #at: number[] = [];
+  #id: string[] = [];
+
+  get size(): number {
+    return this.#at.length;
+  }
+
+  topAt(): number {
+    return this.#at[0];
+  }
+
+  topId(): string {
+    return this.#id[0];
+  }
+
+  push(at: number, id: string): void {
+    const a = this.#at;
+    const ids = this.#id;
+    let i = a.length;
+    a.push(at);
+    ids.push(id);
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (a[p] <= at) break;
+      a[i] = a[p];
+      ids[i] = ids[p];
+      i = p;
+    }
+    a[i] = at;
+    ids[i] = id;
+  }
+
+  pop(): void {
+    const a = this.#at;
+    const ids = this.#id;
+    const lastAt = a.pop()!;
+    const lastId = ids.pop()!;
+    const n = a.length;
+    if (n === 0) return;
+    let i = 0;
+    for (;;) {
+      let c = 2 * i + 1;
+      if (c >= n) break;
+      if (c + 1 < n && a[c + 1] < a[c]) c++;
+      if (a[c] >= lastAt) break;
+      a[i] = a[c];
+      ids[i] = ids[c];
+      i = c;
+    }
+    a[i] = lastAt;
+    ids[i] = lastId;
+  }
+
+  /** Drops stale entries: rebuilt from the map of current next attempts. */
+  rebuild(due: Map<string, number>): void {
+    this.#at = [];
+    this.#id = [];
+    for (const [id, at] of due) this.push(at, id);
   }
 }

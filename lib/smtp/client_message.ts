@@ -32,8 +32,10 @@ export interface OutgoingMessage {
    * the peer already holds without waiting for QUIT or the cache: the
    * shorter that wait, the fewer copies a crash sends twice. Indexes are
    * into `recipients`; the same results also come back from send().
+   * `dsn` says whether the server offered DSN (as SendResult.dsn), which
+   * decides the success notice of a delivered recipient.
    */
-  onResults?: (settled: SettledResult[], relay: string) => void;
+  onResults?: (settled: SettledResult[], relay: string, dsn: boolean) => void;
 }
 
 /** A recipient's result reported through OutgoingMessage.onResults. */

@@ -486,7 +486,11 @@ export class SmtpSession {
       const final = await this.#read();
       this.#expect(final, 2);
       for (const i of accepted) results[i] = this.#fromReply(msg.recipients[i], final);
-      msg.onResults?.(accepted.map((i) => ({ index: i, result: results[i]! })), this.relay);
+      msg.onResults?.(
+        accepted.map((i) => ({ index: i, result: results[i]! })),
+        this.relay,
+        this.#ext.has("DSN"),
+      );
       return;
     }
     // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order; each
@@ -497,7 +501,7 @@ export class SmtpSession {
         throw this.#protocol(`Unexpected reply ${reply.code} after data`);
       }
       results[i] = this.#fromReply(msg.recipients[i], reply);
-      msg.onResults?.([{ index: i, result: results[i]! }], this.relay);
+      msg.onResults?.([{ index: i, result: results[i]! }], this.relay, this.#ext.has("DSN"));
     }
   }
 

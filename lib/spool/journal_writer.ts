@@ -10,6 +10,7 @@
  * coalesced (one in flight, every later write joins the next), and append()
  * resolves once a sync that began after its write has finished.
  */
+import { metrics } from "../metrics/metrics.ts";
 import { writeAll } from "./durable.ts";
 import { encodeRecords, type JournalRecord, TORN_MARK } from "./records.ts";
 import { HEADER_LENGTH } from "./spool.ts";
@@ -68,7 +69,9 @@ export class JournalWriter {
    */
   #sync(): Promise<void> {
     if (this.#syncing === null) {
-      this.#syncing = this.#file.syncData().finally(() => this.#syncing = null);
+      this.#syncing = this.#file.syncData()
+        .then(() => metrics.fsync("data")) // counted like every other spool fdatasync
+        .finally(() => this.#syncing = null);
       return this.#syncing;
     }
     if (this.#nextSync === null) {

@@ -9,7 +9,7 @@
  * and the crash-state table.
  */
 
-import { DirSyncer, syncDir, writeAll } from "./durable.ts";
+import { Coalescer, DirSyncer, FsSyncer, syncDir, writeAll } from "./durable.ts";
 import { isQueueId, newQueueId } from "./queue_id.ts";
 import {
   encodeRecords,
@@ -23,9 +23,13 @@ import {
 import { concatBytes } from "../sys/bytes.ts";
 import { metrics } from "../metrics/metrics.ts";
 
-/** Content is handed to the kernel in writes of about this size. */
+/** Content is handed to the kernel in writes of about this size (header included). */
 const FLUSH_SIZE = 64 * 1024;
+/** A writer's first buffer: a 2 KB message with its Received header and envelope fits. */
+const INITIAL_BUFFER = 8 * 1024;
 const READ_SIZE = 64 * 1024;
+/** load() reads this much first: a 2 KB message and its journal fit. */
+const FIRST_READ = 8 * 1024;
 const DIGITS = 12;
 const MAGIC = "skiff-spool 1";
 /** Byte length of the header line; content starts right after it. */
@@ -40,6 +44,8 @@ const PLACEHOLDER = `${MAGIC} content=${pad(HEADER_LENGTH)} length=${"-".repeat(
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+const PLACEHOLDER_BYTES = encoder.encode(PLACEHOLDER);
+const EMPTY = new Uint8Array(0);
 const NEWLINE = encoder.encode("\n");
 const TORN_REPAIR = encoder.encode(TORN_MARK + "\n");
 
@@ -73,6 +79,23 @@ export interface SpoolHeader {
 export interface SpoolOptions {
   /** Shared so concurrent commits coalesce their queue/ fsyncs; one per Spool by default. */
   dirSyncer?: DirSyncer;
+  /**
+   * How a commit makes data durable. "syncfs" (default): one syncfs(2) of
+   * the spool's file system covers a whole batch of concurrent commits, once
+   * for the data and once for the renames (needs --allow-ffi; falls back to
+   * "fdatasync" without it). "fdatasync": each file is fdatasync'ed and the
+   * coalesced queue/ fsync covers the renames.
+   */
+  sync?: "syncfs" | "fdatasync";
+}
+
+/** Shared syncs of one spool: data before the rename, then the rename itself. */
+interface Commits {
+  /** Makes written files' data durable; null: fdatasync each file. */
+  data: Coalescer | null;
+  /** Makes renames into queue/ durable. */
+  dir: () => Promise<void>;
+  dirRuns: () => number;
 }
 
 /**
@@ -86,6 +109,8 @@ export class Spool {
   #queue: string;
   #root: string;
   #dirSyncer: DirSyncer;
+  #syncMode: "syncfs" | "fdatasync";
+  #commits: Commits | null = null;
 
   /** A spool rooted at `dir`; nothing is touched until init() or another call. */
   constructor(dir: string, options: SpoolOptions = {}) {
@@ -93,6 +118,36 @@ export class Spool {
     this.#incoming = `${this.#root}/incoming`;
     this.#queue = `${this.#root}/queue`;
     this.#dirSyncer = options.dirSyncer ?? new DirSyncer();
+    this.#syncMode = options.sync ?? "syncfs";
+  }
+
+  /** Syncs issued so far: shared data syncs (syncfs mode only) and syncs covering renames. */
+  get syncs(): { data: number; dir: number; mode: "syncfs" | "fdatasync" } {
+    const c = this.#commits;
+    if (c?.data) return { data: c.data.runs, dir: c.dirRuns(), mode: "syncfs" };
+    return { data: 0, dir: this.#dirSyncer.syncs, mode: "fdatasync" };
+  }
+
+  /** Opens the syncfs handle on first use; keeps fdatasync when FFI is unavailable. */
+  #commitPath(): Commits {
+    if (this.#commits) return this.#commits;
+    const fs = this.#syncMode === "syncfs" ? FsSyncer.open(this.#root) : null;
+    if (fs) {
+      const dir = new Coalescer(() => fs.sync());
+      this.#commits = {
+        data: new Coalescer(() => fs.sync()),
+        dir: () => dir.sync(),
+        dirRuns: () => dir.runs,
+      };
+    } else {
+      const queue = this.#queue;
+      this.#commits = {
+        data: null,
+        dir: () => this.#dirSyncer.sync(queue),
+        dirRuns: () => this.#dirSyncer.syncs,
+      };
+    }
+    return this.#commits;
   }
 
   /** Creates the directories (mode 0700) and deletes half-received files in incoming/. */
@@ -109,17 +164,24 @@ export class Spool {
     return { removedPartials };
   }
 
-  /** Starts a message: creates its file in incoming/ (O_EXCL) under a new or given id. */
-  async begin(id: string = newQueueId()): Promise<SpoolWriter> {
+  /**
+   * Starts a message under a new or given id. With a new id nothing touches
+   * the disk yet: a message that fits the buffer is written by commit() in
+   * one call, so an aborted one costs no file-system call at all. A given id
+   * is claimed at once (an empty file in incoming/, O_EXCL).
+   */
+  async begin(id?: string): Promise<SpoolWriter> {
+    const given = id !== undefined;
+    id ??= newQueueId();
     checkId(id);
     const partial = `${this.#incoming}/${id}`;
-    const file = await Deno.open(partial, { write: true, createNew: true, mode: 0o600 });
+    if (given) await Deno.writeFile(partial, EMPTY, { createNew: true, mode: 0o600 });
     return new SpoolWriter({
       id,
-      file,
       partial,
       final: this.path(id),
-      commitDir: () => this.#dirSyncer.sync(this.#queue),
+      commits: () => this.#commitPath(),
+      claimed: given,
     });
   }
 
@@ -137,7 +199,8 @@ export class Spool {
     const file = await Deno.open(this.path(id), { read: true });
     let journal: Uint8Array;
     try {
-      const first = await readUpTo(file, READ_SIZE);
+      // Most files are small: one short read gets header, content and journal.
+      const first = await readUpTo(file, FIRST_READ);
       let header: SpoolHeader;
       try {
         header = parseHeader(first, id);
@@ -145,7 +208,7 @@ export class Spool {
         throw new SpoolCorruptError(id, (e as Error).message);
       }
       const parts: Uint8Array[] = [];
-      let more = first.length === READ_SIZE;
+      let more = first.length === FIRST_READ;
       if (header.journal <= first.length) {
         parts.push(first.subarray(header.journal));
       } else {
@@ -221,26 +284,35 @@ export class Spool {
   }
 
   /**
-   * Appends records in one write, then fdatasync: the journal is the truth.
-   * One appender at a time per message. If a crash tore the last line, the
-   * same write first completes it with TORN_MARK so parseJournal skips it.
+   * Appends records in one write, then makes them durable: the journal is
+   * the truth. One appender at a time per message. If a crash tore the last
+   * line, the same write first completes it with TORN_MARK so parseJournal
+   * skips it. In syncfs mode the sync is shared with concurrent appends and
+   * commits (group commit); the seeks and the one-byte read of a page just
+   * written are synchronous calls that never wait on the disk, so an append
+   * costs two thread hand-offs (open, write) plus its share of a sync.
    */
   async append(id: string, records: JournalRecord[]): Promise<void> {
     const path = this.path(id);
     if (records.length === 0) return;
     const lines = encodeRecords(records);
+    const shared = this.#commitPath().data;
     const file = await Deno.open(path, { read: true, write: true });
     try {
-      const end = await file.seek(0, Deno.SeekMode.End);
+      const end = file.seekSync(0, Deno.SeekMode.End);
       if (end < HEADER_LENGTH) throw new Error(`Spool file ${id} is too short to be a message`);
-      await file.seek(-1, Deno.SeekMode.End);
-      const last = await readUpTo(file, 1);
+      file.seekSync(-1, Deno.SeekMode.End);
+      const last = new Uint8Array(1);
+      if (file.readSync(last) !== 1) throw new Error(`Spool file ${id} could not be read`);
       await writeAll(file, last[0] === NEWLINE[0] ? lines : concatBytes([TORN_REPAIR, lines]));
-      await file.syncData();
-      metrics.fsync("data");
+      if (!shared) {
+        await file.syncData();
+        metrics.fsync("data");
+      }
     } finally {
       file.close();
     }
+    if (shared) await shared.sync();
   }
 
   /**
@@ -273,38 +345,44 @@ export class Spool {
 
 interface WriterInit {
   id: string;
-  file: Deno.FsFile;
   partial: string;
   final: string;
-  commitDir: () => Promise<void>;
+  commits: () => Commits;
+  /** The partial file already exists, empty (begin with a given id). */
+  claimed: boolean;
 }
 
 /**
- * One message being received. Content is buffered and written in ~64 KB
- * pieces; a message that fits the buffer is written by commit() as header,
- * content and envelope in a single write. Calls must not overlap.
+ * One message being received. Content is copied once into a buffer that is
+ * handed to the kernel in ~64 KB writes; a message that fits the buffer is
+ * written by commit() as header, content and envelope with one writeFile.
+ * The file in incoming/ is created only when the buffer first fills.
+ * Calls must not overlap.
  */
 export class SpoolWriter {
   /** The message's queue id. */
   readonly id: string;
-  #file: Deno.FsFile;
+  #file: Deno.FsFile | null = null;
   #partial: string;
   #final: string;
-  #commitDir: () => Promise<void>;
-  #chunks: Uint8Array[] = [];
-  #buffered = 0;
+  #commits: () => Commits;
+  /** Content waiting to be written; the first HEADER_LENGTH bytes are kept for the header. */
+  #buf: Uint8Array;
+  #used = HEADER_LENGTH;
   #length = 0;
   #lastByte = -1;
-  #headerWritten = false;
+  /** The partial file may exist (a create was attempted). */
+  #created = false;
   #state: "open" | "busy" | "committed" | "closed" = "open";
 
   /** Made by Spool.begin(). */
   constructor(init: WriterInit) {
     this.id = init.id;
-    this.#file = init.file;
     this.#partial = init.partial;
     this.#final = init.final;
-    this.#commitDir = init.commitDir;
+    this.#commits = init.commits;
+    this.#created = init.claimed;
+    this.#buf = new Uint8Array(INITIAL_BUFFER);
   }
 
   /** Number of content bytes written so far. */
@@ -320,15 +398,20 @@ export class SpoolWriter {
         this.#state = "open"; // an empty write must not leave the writer busy
         return;
       }
-      this.#chunks.push(chunk.slice());
-      this.#buffered += chunk.length;
       this.#length += chunk.length;
       this.#lastByte = chunk[chunk.length - 1];
-      if (this.#buffered >= FLUSH_SIZE) {
-        const parts = this.#take();
-        if (!this.#headerWritten) parts.unshift(encoder.encode(PLACEHOLDER));
-        this.#headerWritten = true;
-        await writeAll(this.#file, concatBytes(parts));
+      let rest = chunk;
+      while (rest.length > 0) {
+        const room = FLUSH_SIZE - this.#used;
+        if (room === 0) {
+          await this.#flush();
+          continue;
+        }
+        const n = Math.min(room, rest.length);
+        this.#reserve(this.#used + n);
+        this.#buf.set(n === rest.length ? rest : rest.subarray(0, n), this.#used);
+        this.#used += n;
+        rest = rest.subarray(n);
       }
       this.#state = "open";
     } catch (e) {
@@ -338,9 +421,11 @@ export class SpoolWriter {
   }
 
   /**
-   * Writes the envelope record, fdatasyncs, renames incoming/→queue/ and
-   * fsyncs queue/. The message is durable (say 250) once this resolves; if
-   * it rejects, the partial file is gone unless the rename already happened.
+   * Writes the envelope record, makes the file durable, renames it
+   * incoming/→queue/ and makes the rename durable. The message is durable
+   * (say 250) once this resolves; if it rejects, the partial file is gone
+   * unless the rename already happened. In syncfs mode both syncs are shared
+   * with every concurrent commit (group commit, docs/spool.md).
    */
   async commit(envelope: Envelope): Promise<void> {
     this.#enter("commit");
@@ -361,23 +446,35 @@ export class SpoolWriter {
         length: this.#length,
         journal: HEADER_LENGTH + this.#length + sep,
       }));
-      const tail = this.#take();
-      if (sep) tail.push(NEWLINE);
-      tail.push(record);
-      if (this.#headerWritten) {
-        await writeAll(this.#file, concatBytes(tail));
-        await this.#file.seek(0, Deno.SeekMode.Start);
-        await writeAll(this.#file, header);
+      const commits = this.#commits();
+      this.#reserve(this.#used + sep + record.length);
+      if (sep) this.#buf[this.#used++] = NEWLINE[0];
+      this.#buf.set(record, this.#used);
+      this.#used += record.length;
+      if (this.#file === null) {
+        this.#buf.set(header, 0);
+        const exists = this.#created;
+        this.#created = true;
+        const data = this.#buf.subarray(0, this.#used);
+        await writeNew(this.#partial, data, { syncData: commits.data === null, exists });
       } else {
-        await writeAll(this.#file, concatBytes([header, ...tail]));
+        const file = this.#file;
+        await writeAll(file, this.#buf.subarray(HEADER_LENGTH, this.#used));
+        file.seekSync(0, Deno.SeekMode.Start);
+        await writeAll(file, header);
+        if (commits.data === null) {
+          await file.syncData();
+          metrics.fsync("data");
+        }
+        file.close();
+        this.#file = null;
       }
-      await this.#file.syncData();
-      metrics.fsync("data");
-      this.#file.close();
       this.#state = "closed";
+      this.#buf = EMPTY;
+      if (commits.data !== null) await commits.data.sync();
       await Deno.rename(this.#partial, this.#final);
       renamed = true;
-      await this.#commitDir();
+      await commits.dir();
       this.#state = "committed";
     } catch (e) {
       if (!renamed) await this.#discard();
@@ -401,24 +498,64 @@ export class SpoolWriter {
     this.#state = "busy";
   }
 
-  #take(): Uint8Array[] {
-    const parts = this.#chunks;
-    this.#chunks = [];
-    this.#buffered = 0;
-    return parts;
+  /** Grows the buffer (doubling) to hold `size` bytes. */
+  #reserve(size: number): void {
+    if (size <= this.#buf.length) return;
+    const grown = new Uint8Array(Math.max(size, this.#buf.length * 2));
+    grown.set(this.#buf.subarray(0, this.#used));
+    this.#buf = grown;
+  }
+
+  /** Writes the full buffer; the first flush creates the file and writes a placeholder header. */
+  async #flush(): Promise<void> {
+    if (this.#file === null) {
+      const exists = this.#created;
+      this.#created = true;
+      this.#file = await Deno.open(this.#partial, openNew(exists));
+      this.#buf.set(PLACEHOLDER_BYTES, 0);
+      await writeAll(this.#file, this.#buf.subarray(0, this.#used));
+    } else {
+      await writeAll(this.#file, this.#buf.subarray(HEADER_LENGTH, this.#used));
+    }
+    this.#used = HEADER_LENGTH;
   }
 
   async #discard(): Promise<void> {
-    if (this.#state !== "closed") {
-      try {
-        this.#file.close();
-      } catch {
-        // Already closed.
-      }
+    try {
+      this.#file?.close();
+    } catch {
+      // Already closed.
     }
+    this.#file = null;
     this.#state = "closed";
-    this.#chunks = [];
-    await removeIfPresent(this.#partial);
+    this.#buf = EMPTY;
+    if (this.#created) await removeIfPresent(this.#partial);
+  }
+}
+
+/** Open options for a partial file: created with O_EXCL unless begin() claimed it already. */
+function openNew(exists: boolean): Deno.OpenOptions {
+  return exists
+    ? { write: true, truncate: true, mode: 0o600 }
+    : { write: true, createNew: true, mode: 0o600 };
+}
+
+/** Creates `path` holding `data`: one writeFile, or (fdatasync mode) open, write, fdatasync. */
+async function writeNew(
+  path: string,
+  data: Uint8Array,
+  o: { syncData: boolean; exists: boolean },
+): Promise<void> {
+  if (!o.syncData) {
+    await Deno.writeFile(path, data, o.exists ? { mode: 0o600 } : { createNew: true, mode: 0o600 });
+    return;
+  }
+  const file = await Deno.open(path, openNew(o.exists));
+  try {
+    await writeAll(file, data);
+    await file.syncData();
+  } finally {
+    file.close();
   }
 }
 
@@ -455,14 +592,18 @@ async function removeIfPresent(path: string): Promise<void> {
   }
 }
 
-/** Reads until `size` bytes or end of file; a shorter result means end of file. */
+/** Reads until `size` bytes or end of file (spool files only); a shorter result means end of file. */
 async function readUpTo(file: Deno.FsFile, size: number): Promise<Uint8Array> {
   const buf = new Uint8Array(size);
   let got = 0;
   while (got < size) {
+    const want = size - got;
     const n = await file.read(buf.subarray(got));
     if (n === null) break;
     got += n;
+    // On a regular file a short read only happens at end of file: stop
+    // instead of paying another call (a thread hand-off) to learn it.
+    if (n < want) break;
   }
   return buf.subarray(0, got);
 }

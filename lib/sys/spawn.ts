@@ -40,7 +40,7 @@ export interface SpawnRequest {
 export interface ChildExit {
   code: number;
   signal: string | null;
-  /** The last MAX_STDERR bytes, control characters replaced by spaces. */
+  /** The last MAX_STDERR bytes; lines kept, other control characters replaced by spaces. */
   stderr: string;
 }
 
@@ -63,7 +63,8 @@ export interface Spawner {
 
 /**
  * Reads a stream to its end, keeping its last `max` bytes (where a crash
- * puts its cause) as one cleaned line.
+ * puts its cause), cleaned: control characters other than line ends become
+ * spaces, so each line can be logged (quoted) as it was written.
  */
 export async function captureBounded(
   stream: ReadableStream<Uint8Array>,
@@ -80,7 +81,7 @@ export async function captureBounded(
   } catch { /* the child went away: what we have is the answer */ }
   const text = new TextDecoder().decode(kept);
   // deno-lint-ignore no-control-regex
-  return text.replace(/[\x00-\x1f\x7f]+/g, " ").trim();
+  return text.replace(/[\x00-\x09\x0b-\x1f\x7f]+/g, " ").replace(/\n+/g, "\n").trim();
 }
 
 /** The argv, environment and directory for a request (shared by both spawners). */

@@ -13,6 +13,7 @@ import { concatBytes } from "../sys/bytes.ts";
 import { metrics } from "../metrics/metrics.ts";
 import type { RunAs } from "../config/route_types.ts";
 import { DirectSpawner, type Spawner } from "../sys/spawn.ts";
+import { logWarn } from "../log/log.ts";
 
 /** Reports larger than this are garbage by definition. */
 const MAX_REPORT_BYTES = 64 * 1024;
@@ -34,7 +35,7 @@ export interface RunOptions {
 export class WorkerError extends Error {
   readonly stderr: string;
   constructor(cause: string, stderr: string) {
-    super(stderr ? `${cause}: ${stderr.slice(0, 200)}` : cause);
+    super(stderr ? `${cause}: ${stderr.replace(/\s*\n\s*/g, " ").slice(0, 200)}` : cause);
     this.name = "WorkerError";
     this.stderr = stderr;
   }
@@ -97,7 +98,9 @@ export async function runWorkerJob(job: DeliveryJob, opts: RunOptions): Promise<
     }
     const line = out.split("\n").find((l) => l.trim() !== "") ?? "";
     try {
-      return parseReport(line, job.file);
+      const report = parseReport(line, job.file);
+      relayWarnings(job.file, status.stderr);
+      return report;
     } catch (err) {
       metrics.workerFailure("report");
       throw new WorkerError((err as Error).message, status.stderr);
@@ -123,4 +126,19 @@ async function readBounded(stream: ReadableStream<Uint8Array>, max: number): Pro
     chunks.push(value);
   }
   return new TextDecoder().decode(concatBytes(chunks, total));
+}
+
+/**
+ * The warnings and errors a successful worker logged (a refused .forward,
+ * docs/delivery.md) reach the manager's log: its stderr is captured for
+ * failure causes, so without this they would be lost. Each goes through the
+ * manager's logger as a quoted field, never as a raw line: the worker runs
+ * as the recipient, whose words must not forge log lines.
+ */
+function relayWarnings(file: string, stderr: string): void {
+  for (const line of stderr.split("\n")) {
+    if (/^\S+ (warning|error|fatal) |"level":"(warning|error|fatal)"/i.test(line)) {
+      logWarn("worker logged", { id: file, line });
+    }
+  }
 }
