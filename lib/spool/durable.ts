@@ -175,7 +175,6 @@ export class FsSyncer {
     const rc = await this.#lib.symbols.syncfs(this.#fd);
     // Since Linux 5.8 syncfs also reports writeback errors (EIO, ENOSPC).
     if (rc !== 0) throw new Error("syncfs on the spool file system failed (I/O error?)");
-    metrics.fsync("data"); // one syncfs covers a batch: counted once, as the disk sees it
   }
 
   /** Releases the directory descriptor. */

@@ -133,9 +133,10 @@ export class Spool {
     if (this.#commits) return this.#commits;
     const fs = this.#syncMode === "syncfs" ? FsSyncer.open(this.#root) : null;
     if (fs) {
-      const dir = new Coalescer(() => fs.sync());
+      // One syncfs covers a batch; counted once per kind, as the disk sees it.
+      const dir = new Coalescer(() => fs.sync().then(() => metrics.fsync("dir")));
       this.#commits = {
-        data: new Coalescer(() => fs.sync()),
+        data: new Coalescer(() => fs.sync().then(() => metrics.fsync("data"))),
         dir: () => dir.sync(),
         dirRuns: () => dir.runs,
       };
