@@ -118,6 +118,8 @@ class ServerSession {
     this.#state = newSessionState(conn.remoteAddress, ctx.listener.protocol === "lmtp");
     this.#state.identity = peerIdentity(conn, ctx);
     this.#state.tls = conn.tls;
+    // Deadlines arm real timers (setTimeout), so they read the real clock, not the
+    // injectable #now, which dates what the session records (Received, envelopes).
     this.#deadline = Date.now() + this.#limits.sessionTimeout * 1000;
   }
 
