@@ -30,6 +30,8 @@ export function selfCommand(args: string[]): { command: string; args: string[] }
       "run",
       "--quiet",
       "--no-prompt",
+      // A child never fetches code: what it needs is in the module cache the manager used.
+      "--cached-only",
       "--config",
       config.pathname,
       ...flags,
