@@ -19,7 +19,7 @@ import { metrics } from "../metrics/metrics.ts";
 import { formatListenAddress } from "../config/listeners.ts";
 import type { Spool } from "../spool/spool.ts";
 import { runAuth, type SaslContext } from "./auth_exchange.ts";
-import { parseCommand } from "../wire/command.ts";
+import { parseCommand, type Verb } from "../wire/command.ts";
 import {
   type Action,
   type CommandEnv,
@@ -181,8 +181,11 @@ class ServerSession {
     while (true) {
       const ev = await this.#nextLine();
       if (ev === null) return; // client went away
-      let r = ev.kind === "line" ? this.#command(ev.line) : this.#lineError(ev.error);
-      if (this.#filter && ev.kind === "line") r = await this.#filtered(ev.line, r);
+      const done = ev.kind === "line"
+        ? this.#command(ev.line)
+        : { reply: this.#lineError(ev.error) };
+      let r = done.reply;
+      if (this.#filter && done.command) r = await this.#filtered(done.command, r);
       const action = this.#state.action;
       this.#state.action = null;
       if (action?.kind === "bdat") await this.#bdat(action);
@@ -321,24 +324,28 @@ class ServerSession {
     );
   }
 
-  #command(line: string): Reply {
+  /** Runs one command line; `command` is set when the table ran it (the filter's cue). */
+  #command(line: string): { reply: Reply; command?: { verb: Verb; arg: string } } {
     if (HTTP_VERBS.test(line)) {
       // A web client (or a cross-protocol attack) on the SMTP port: drop it at once.
       logWarn("http command", { client: this.client });
-      return { ...reply(421, "4.7.0", "Error: HTTP is not spoken here"), close: true };
+      return { reply: { ...reply(421, "4.7.0", "Error: HTTP is not spoken here"), close: true } };
     }
     const st = this.#state;
     if (this.#ctx.listener.requireAuth && !st.identity) {
       if (++this.#unauthenticated > this.#limits.unauthenticatedCommands) {
-        return { ...reply(421, "4.7.0", "Error: too many commands before AUTH"), close: true };
+        const r = reply(421, "4.7.0", "Error: too many commands before AUTH");
+        return { reply: { ...r, close: true } };
       }
     }
     const parsed = parseCommand(line);
     if ("unknown" in parsed) {
       if (++this.#unknown > this.#limits.unknownCommands) {
-        return { ...reply(421, "4.7.0", "Error: too many unknown commands"), close: true };
+        return {
+          reply: { ...reply(421, "4.7.0", "Error: too many unknown commands"), close: true },
+        };
       }
-      return reply(500, "5.5.2", "Error: command not recognized");
+      return { reply: reply(500, "5.5.2", "Error: command not recognized") };
     }
     const spec = COMMANDS[parsed.verb];
     const env = this.#env;
@@ -349,7 +356,7 @@ class ServerSession {
       this.#receipt = null;
       receipt.abort();
     }
-    return r;
+    return { reply: r, command: parsed };
   }
 
   /**
@@ -357,10 +364,8 @@ class ServerSession {
    * go to it; its refusal replaces the 250 and undoes what the command did
    * (RFC 5321 state stays as if the command had been refused).
    */
-  async #filtered(line: string, r: Reply): Promise<Reply> {
+  async #filtered(parsed: { verb: Verb; arg: string }, r: Reply): Promise<Reply> {
     const f = this.#filter!;
-    const parsed = parseCommand(line);
-    if (!("verb" in parsed)) return r;
     const st = this.#state;
     if (parsed.verb === "RSET" || parsed.verb === "HELO" || parsed.verb === "EHLO") {
       await f.reset();
