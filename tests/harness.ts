@@ -346,3 +346,13 @@ export async function submitMessage(port: number, m: Submission): Promise<string
     c.close();
   }
 }
+
+/** Whether anything (a file, directory, socket or dangling link) is at `path`. */
+export function pathExists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

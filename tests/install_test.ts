@@ -9,7 +9,7 @@
  * restores the machine afterwards (uninstall, accounts removed).
  */
 import assert from "node:assert/strict";
-import { freePort, ROOT, waitFor } from "./harness.ts";
+import { freePort, pathExists, ROOT, waitFor } from "./harness.ts";
 import { PEERS, peerTest } from "./peers.ts";
 import { runCommand } from "./run_cmd.ts";
 
@@ -61,9 +61,9 @@ Deno.test({
       const un = await install(["--uninstall"], { DESTDIR: dest });
       assert.equal(un.code, 0, un.stderr);
       assert.match(await Deno.readTextFile(`${dest}/usr/sbin/sendmail`), /other MTA/);
-      assert.equal(exists(`${dest}/usr/bin/mailq`), false);
-      assert.equal(exists(`${dest}/usr/local/sbin/skiff`), false);
-      assert.equal(exists(`${dest}/etc/skiff/skiff.toml`), true); // config and spool are kept
+      assert.equal(pathExists(`${dest}/usr/bin/mailq`), false);
+      assert.equal(pathExists(`${dest}/usr/local/sbin/skiff`), false);
+      assert.equal(pathExists(`${dest}/etc/skiff/skiff.toml`), true); // config and spool are kept
     } finally {
       await Deno.remove(dest, { recursive: true });
     }
@@ -88,15 +88,6 @@ peerTest("the unit file passes systemd-analyze verify", [SYSTEMD_ANALYZE], async
   }
 });
 
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Creates a login user with a home directory; returns a remover. */
 async function addUser(name: string): Promise<() => Promise<void>> {
   await runCommand(["/usr/sbin/userdel", "-r", name], {}); // a leftover from a killed run
@@ -113,7 +104,7 @@ peerTest(
   async () => {
     if (Deno.uid() !== 0) throw new Error("This test installs into system paths: run as root");
     const hadSkiffUser = (await runCommand(["/usr/bin/getent", "passwd", "skiff"], {})).code === 0;
-    const hadConf = exists("/etc/skiff/skiff.toml");
+    const hadConf = pathExists("/etc/skiff/skiff.toml");
     assert.equal(hadConf, false, "/etc/skiff/skiff.toml exists: not touching a real install");
     const cleanups: (() => Promise<void>)[] = [];
     let server: Deno.ChildProcess | null = null;
@@ -153,7 +144,7 @@ peerTest(
       (async () => {
         for await (const c of server!.stderr.pipeThrough(new TextDecoderStream())) log.push(c);
       })();
-      await waitFor(() => exists("/run/skiff/submit.sock") || null, 30_000, "the manager");
+      await waitFor(() => pathExists("/run/skiff/submit.sock") || null, 30_000, "the manager");
       const sent = await runCommand([
         "/usr/bin/setpriv",
         "--reuid=skinsta",

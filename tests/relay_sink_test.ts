@@ -7,23 +7,9 @@ import assert from "node:assert/strict";
 import { type OutgoingMessage, sendMessage } from "../lib/smtp/client.ts";
 import { freePort } from "./harness.ts";
 import { PEERS, peerTest } from "./peers.ts";
+import { waitListening } from "./run_cmd.ts";
 
 const COUNT = 20;
-
-/** Resolves once something accepts connections on the port. */
-async function waitListening(port: number, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (true) {
-    try {
-      const c = await Deno.connect({ hostname: "127.0.0.1", port });
-      c.close();
-      return;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
 
 function message(n: number): OutgoingMessage {
   const bytes = new TextEncoder().encode(

@@ -7,7 +7,7 @@
  * the DSN/BODY flags reaching the envelope.
  */
 import assert from "node:assert/strict";
-import { guardDns, maildirFiles, runSkiff, SkiffServer, waitFor } from "./harness.ts";
+import { guardDns, maildirFiles, pathExists, runSkiff, SkiffServer, waitFor } from "./harness.ts";
 import { PEERS, peerTest } from "./peers.ts";
 import { makeShims, run, shimToml } from "./shim_helpers.ts";
 
@@ -316,18 +316,9 @@ peerTest(
       assert.match(q.stdout, /Mail queue is empty/);
       assert.match(q.stdout, /1 message\(s\) waiting in the maildrop/);
       // Nothing was created under the wrapper's working directory's default ./var.
-      assert.equal(await exists(`${dir}/var`), false);
+      assert.equal(pathExists(`${dir}/var`), false);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
   },
 );
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
