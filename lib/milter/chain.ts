@@ -9,6 +9,7 @@
  * rather than skip a filter), "accept" (the milter is left out for the rest
  * of the session) or "reject" (550 5.7.1). Every outcome is logged.
  */
+import { type Reply, reply } from "../wire/reply.ts";
 import { logWarn } from "../log/log.ts";
 import { applyChanges, splitMessage } from "./apply.ts";
 import type { MilterAddress } from "../config/milter_address.ts";
@@ -19,20 +20,6 @@ import {
   MilterUnavailable,
   type Verdict,
 } from "./client.ts";
-
-/**
- * An SMTP reply for the session to send (the same shape as lib/wire/reply.ts's
- * Reply: milters sit below the SMTP layer and must not import it).
- */
-export interface Reply {
-  code: number;
-  enhanced: string;
-  text: string;
-}
-
-function reply(code: number, enhanced: string, text: string): Reply {
-  return { code, enhanced, text };
-}
 
 /** What to do when a milter cannot be used. */
 export type MilterDefaultAction = "tempfail" | "accept" | "reject";

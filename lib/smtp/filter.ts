@@ -6,12 +6,10 @@
  * step. A filter never throws: unavailability is its own default action.
  */
 
-/** A refusal from a filter. */
-export interface FilterReply {
-  code: number;
-  enhanced: string;
-  text: string;
-}
+import type { Reply } from "../wire/reply.ts";
+
+/** A refusal from a filter: the reply the session sends instead of its own. */
+export type FilterReply = Reply;
 
 /** What a filter decided about a whole message. */
 export interface FilterContentOutcome {

@@ -220,7 +220,7 @@ export class Receipt {
       if (out.refuse) {
         await this.#writer.abort().catch(() => {});
         logWarn("reject", { id: this.id, client: this.#o.client, reason: "milter" });
-        return reply(out.refuse.code, out.refuse.enhanced, out.refuse.text);
+        return out.refuse;
       }
       if (out.discard) {
         this.#discarded = true;

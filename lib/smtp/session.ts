@@ -384,7 +384,7 @@ class ServerSession {
       refusal = await f.rcpt(last.address, paramWords(parsed.arg));
       if (refusal) st.recipients.pop();
     }
-    return refusal ? reply(refusal.code, refusal.enhanced, refusal.text) : r;
+    return refusal ?? r;
   }
 
   #receiptOptions(checkLineEnds: boolean) {
