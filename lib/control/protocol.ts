@@ -4,6 +4,7 @@
  * are a closed set of commands (checked, never used to build a method name);
  * anything else is answered with an error reply.
  */
+import { isQueueId } from "../spool/queue_id.ts";
 
 /** Which messages a queue operation applies to. */
 export interface Selection {
@@ -38,7 +39,9 @@ const QUEUE_OPS: readonly QueueOp[] = ["list", "show", "hold", "release", "delet
 
 /** Checks a parsed request line; throws an Error naming what is wrong. */
 export function checkRequest(value: unknown): ControlRequest {
-  if (typeof value !== "object" || value === null) throw new Error("Request is not an object");
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new Error("Request is not an object");
+  }
   const v = value as Record<string, unknown>;
   switch (v.cmd) {
     case "flush":
@@ -66,6 +69,9 @@ function checkSelection(value: unknown): Selection {
     if (!Array.isArray(s.ids) || !s.ids.every((i) => typeof i === "string")) {
       throw new Error("Selection ids must be a list of strings");
     }
+    // Named here, at the boundary, as the CLI does: not merely ignored further down.
+    const bad = s.ids.find((i) => !isQueueId(i));
+    if (bad !== undefined) throw new Error(`${JSON.stringify(bad)} is not a queue id`);
     out.ids = s.ids;
   }
   if (s.domain !== undefined) {
