@@ -5,11 +5,14 @@
  * reply naming what was wrong, nothing outside the queue is touched, and
  * the manager keeps answering. And as real users: with the manager running
  * as its `user` (started as root), that user's `skiff status` is answered
- * over the socket (0600, the user's), while `nobody` is refused.
+ * over the socket (0600, the user's), while `nobody` is refused; and SASL
+ * (lib/auth/credentials.ts) works for a manager running as that user, with
+ * malformed AUTH lines refused.
  */
 import assert from "node:assert/strict";
 import * as net from "node:net";
-import { skiffArgs, SkiffServer } from "./harness.ts";
+import { hashPassword } from "../lib/auth/credentials.ts";
+import { freePort, RawClient, skiffArgs, SkiffServer } from "./harness.ts";
 import { testAccount } from "./privsep_helpers.ts";
 import { runCommand } from "./run_cmd.ts";
 
@@ -102,6 +105,56 @@ Deno.test({
       const other = await as(65534, 65534);
       assert.notEqual(other.code, 0, other.stdout);
       assert.doesNotMatch(other.stdout, new RegExp(`"pid":\\s*${server.pid}`));
+    } finally {
+      await server.stop();
+      await server.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "SASL as the manager's user: a root-only credentials file is read before the switch; " +
+    "hostile AUTH lines are refused and the right password still works",
+  ignore: Deno.uid() !== 0,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await testAccount("skctlmgr");
+    const dir = await Deno.makeTempDir({ prefix: "skiff-sasl-user-" });
+    await Deno.chmod(dir, 0o755);
+    // A cheap hash (its own cost parameters): the boundary is under test, not scrypt.
+    const hash = await hashPassword("right", { N: 1024, r: 8, p: 1 });
+    await Deno.writeTextFile(`${dir}/creds`, `alice:${hash}\n`, { mode: 0o600 }); // root's only
+    const port = await freePort();
+    const server = await SkiffServer.start({
+      dir,
+      top: `user = "skctlmgr"`,
+      toml: `[[listener]]\naddress = "127.0.0.1:${port}"\nauth = "sasl"\nauth_plaintext = true\n` +
+        `require_auth = true\n[auth]\ncredentials = "${dir}/creds"\nmax_failures = 20\n`,
+    });
+    try {
+      await server.waitForLog(/privileges=drop/); // the sessions run as skctlmgr, not root
+      const c = await RawClient.connect(port);
+      const say = async (line: string) => {
+        await c.line(line);
+        return (await c.reply())!.at(-1)!;
+      };
+      await c.reply();
+      assert.match(await say("EHLO client.test"), /^250 /);
+      for (
+        const bad of [
+          "AUTH PLAIN !!!not-base64!!!",
+          `AUTH PLAIN ${btoa("no-nul-separators")}`,
+          `AUTH PLAIN ${btoa("\0alice\0right\0extra")}`,
+          `AUTH PLAIN ${btoa("\0" + "a".repeat(2000) + "\0right")}`,
+          "AUTH CRAM-MD5",
+        ]
+      ) {
+        assert.match(await say(bad), /^5\d\d /, bad.slice(0, 40));
+      }
+      assert.match(await say(`AUTH PLAIN ${btoa("\0alice\0right")}`), /^235 /);
+      assert.match(await say("MAIL FROM:<alice@localhost>"), /^250 /);
+      c.close();
     } finally {
       await server.stop();
       await server.cleanup();
