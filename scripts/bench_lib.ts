@@ -5,6 +5,7 @@
  * on 127.0.0.1 only, every wait is bounded, and every process started here
  * is stopped by its pid.
  */
+import { waitListening } from "../tests/run_cmd.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 export const SMTP_SOURCE = "/usr/sbin/smtp-source";
@@ -24,21 +25,6 @@ export function freePort(): number {
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
   return port;
-}
-
-/** Resolves once something accepts TCP connections on the port. */
-export async function waitListening(port: number, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (true) {
-    try {
-      const c = await Deno.connect({ hostname: "127.0.0.1", port });
-      c.close();
-      return;
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`Nothing listens on port ${port}: ${err}`);
-      await sleep(50);
-    }
-  }
 }
 
 /** Runs a program to completion within a time limit (killed after it). */
