@@ -6,6 +6,7 @@
  * is stopped by its pid.
  */
 import { waitListening } from "../tests/run_cmd.ts";
+import { V8_FLAGS } from "../lib/sys/self_command.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 export const SMTP_SOURCE = "/usr/sbin/smtp-source";
@@ -248,6 +249,7 @@ ${opts.spoolSync ? `[queue]\nspool_sync = "${opts.spoolSync}"\n` : ""}`,
         "--config",
         `${root}deno.json`,
         "--allow-all",
+        ...V8_FLAGS,
         `${root}main.ts`,
         "--config",
         config,

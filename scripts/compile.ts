@@ -8,7 +8,7 @@
  * Usage: deno run --allow-run --allow-read --allow-write --allow-env scripts/compile.ts [--output FILE]
  */
 
-import { PERMISSION_FLAGS } from "../lib/sys/self_command.ts";
+import { PERMISSION_FLAGS, V8_FLAGS } from "../lib/sys/self_command.ts";
 
 /** The permissions skiff runs with (lib/sys/self_command.ts), re-exported for the tests. */
 export { PERMISSION_FLAGS };
@@ -18,7 +18,15 @@ if (import.meta.main) {
   const output = i >= 0 ? Deno.args[i + 1] : "dist/skiff";
   const root = new URL("..", import.meta.url).pathname;
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["compile", "--quiet", ...PERMISSION_FLAGS, "--output", output, `${root}main.ts`],
+    args: [
+      "compile",
+      "--quiet",
+      ...PERMISSION_FLAGS,
+      ...V8_FLAGS,
+      "--output",
+      output,
+      `${root}main.ts`,
+    ],
     cwd: root,
     stdout: "inherit",
     stderr: "piped",

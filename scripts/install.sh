@@ -115,7 +115,7 @@ else
 export DENO_DIR=$LIBDIR/deno-dir DENO_NO_UPDATE_CHECK=1
 exec -a "\$(basename "\$0")" $LIBDIR/bin/deno run --quiet --no-prompt --cached-only \\
   --config $LIBDIR/deno.json --allow-read --allow-write --allow-net --allow-env --allow-run \\
-  --allow-sys --allow-ffi $LIBDIR/main.ts "\$@"
+  --allow-sys --allow-ffi --v8-flags=--optimize-for-size $LIBDIR/main.ts "\$@"
 EOF
   chmod 0755 "$dest$SBIN"
   say "installed a launcher for the pinned Deno as $SBIN (code in $LIBDIR)"

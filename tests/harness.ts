@@ -3,13 +3,13 @@
  * exactly as operators start it) in a temporary directory with its own spool,
  * Maildirs and a free loopback port, and gives tests a raw SMTP client.
  */
-import { PERMISSION_FLAGS } from "../lib/sys/self_command.ts";
+import { PERMISSION_FLAGS, V8_FLAGS } from "../lib/sys/self_command.ts";
 import * as net from "node:net";
 import { runCommand, type RunOptions } from "./run_cmd.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 export const MAIN = `${ROOT}main.ts`;
-const FLAGS = PERMISSION_FLAGS;
+const FLAGS = [...PERMISSION_FLAGS, ...V8_FLAGS];
 
 /** Ports this test process has handed out: the kernel may offer a released one again. */
 const handedOut = new Set<number>();

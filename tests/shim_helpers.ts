@@ -7,11 +7,11 @@
  * deno binary, repo and DENO_DIR: /root is 0700, so the npm cache is copied
  * once into a world-readable directory. (A compiled binary needs none of it.)
  */
-import { PERMISSION_FLAGS } from "../lib/sys/self_command.ts";
+import { PERMISSION_FLAGS, V8_FLAGS } from "../lib/sys/self_command.ts";
 import { MAIN, ROOT } from "./harness.ts";
 import { runCommand } from "./run_cmd.ts";
 
-const FLAGS = PERMISSION_FLAGS;
+const FLAGS = [...PERMISSION_FLAGS, ...V8_FLAGS];
 
 let denoDir: Promise<string> | null = null;
 
