@@ -241,6 +241,10 @@ peerTest(
       assert.ok(value(samples, "skiff_spool_fsyncs_total", { kind: "dir" }) >= 1);
       assert.equal(value(samples, "skiff_worker_failures_total"), 0);
       assert.equal(value(samples, "skiff_build_info"), 1);
+      // The manager's memory: a live process is tens of MB, and its heap's used part fits in it.
+      assert.ok(value(samples, "process_resident_memory_bytes") > 10 * 1024 * 1024);
+      const used = value(samples, "skiff_heap_bytes", { kind: "used" });
+      assert.ok(used > 0 && used <= value(samples, "skiff_heap_bytes", { kind: "total" }));
       // /queue.json pages the same entries as `skiff queue list --json`.
       const listed = await runSkiff(["--config", server.configPath, "queue", "list", "--json"]);
       const lines = listed.stdout.trim().split("\n").map((l) => JSON.parse(l));
@@ -433,7 +437,8 @@ Deno.test("docs/monitoring.md lists exactly the metrics /metrics serves", async 
   });
   const served = collector.registry.getMetricsAsArray().map((m) => m.name).sort();
   const doc = await Deno.readTextFile(new URL("../docs/monitoring.md", import.meta.url));
-  const documented = [...doc.matchAll(/^\| `(skiff_[a-z_]+)` *\|/gm)].map((m) => m[1]).sort();
+  const documented = [...doc.matchAll(/^\| `((?:skiff|process)_[a-z_]+)` *\|/gm)].map((m) => m[1])
+    .sort();
   assert.deepEqual(documented, served);
 });
 

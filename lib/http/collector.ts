@@ -126,6 +126,28 @@ export class Collector implements MetricsSink {
       help: "When this manager started, in seconds since the epoch.",
       registers: reg,
     }).set(Math.floor(this.#now() / 1000));
+    // The manager's own memory, read when scraped: what the operator watches for growth
+    // (process_resident_memory_bytes is the name Prometheus' client libraries use).
+    new client.Gauge({
+      name: "process_resident_memory_bytes",
+      help: "Resident memory of the manager process in bytes.",
+      registers: reg,
+      collect() {
+        this.set(Deno.memoryUsage().rss);
+      },
+    });
+    new client.Gauge({
+      name: "skiff_heap_bytes",
+      help: "The manager's V8 heap in bytes: total (reserved), used, external (buffers).",
+      labelNames: ["kind"],
+      registers: reg,
+      collect() {
+        const m = Deno.memoryUsage();
+        this.set({ kind: "total" }, m.heapTotal);
+        this.set({ kind: "used" }, m.heapUsed);
+        this.set({ kind: "external" }, m.external);
+      },
+    });
     // Queue figures are read from the spool when scraped (cached briefly by the source).
     let pending: Promise<QueueSummary> | null = null;
     const summary = () => pending ??= opts.queue().finally(() => pending = null);
