@@ -13,7 +13,7 @@ import type { Config } from "../lib/config/types.ts";
 import { newQueueId } from "../lib/spool/queue_id.ts";
 import { Spool } from "../lib/spool/spool.ts";
 import { WorkerError, WorkerPool } from "../lib/worker/pool.ts";
-import type { DeliveryJob, JobTarget } from "../lib/worker/protocol.ts";
+import type { JobTarget } from "../lib/worker/protocol.ts";
 import { maildirFiles, SkiffServer, submitMessage, waitFor } from "./harness.ts";
 import { runCommand } from "./run_cmd.ts";
 import { readableDenoDir } from "./shim_helpers.ts";
