@@ -405,7 +405,7 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
   }
 }
 
-/** Local mailboxes and pipes: one worker child per uid/gid. */
+/** Local mailboxes and pipes: one job per uid/gid, run by a pooled worker of that uid/gid. */
 async function local(deps: DispatchDeps, state: MessageState, g: Group, out: Appender) {
   const targets: JobTarget[] = g.items.map(({ r, routed }) => {
     const x = routed as Extract<Routed, { type: "deliver" }>;
