@@ -84,7 +84,7 @@ export async function setupLogging(
     process?: string;
     file?: boolean;
     owner?: { uid: number; gid: number };
-    capture?: (line: string, level: string) => void;
+    capture?: (level: string, line: () => string) => void;
   } = {},
 ): Promise<void> {
   const format = cfg.format === "json" ? formatJson : formatText;
@@ -98,7 +98,7 @@ export async function setupLogging(
     sinks: {
       stderr: (record: LogRecord) => {
         const rec = proc ? { ...record, properties: { ...record.properties, proc } } : record;
-        if (opts.capture) return opts.capture(format(rec), record.level);
+        if (opts.capture) return opts.capture(record.level, () => format(rec));
         const bytes = encoder.encode(format(rec));
         if (logFile) logFile.file.writeSync(bytes);
         else Deno.stderr.writeSync(bytes);

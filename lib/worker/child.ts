@@ -248,8 +248,8 @@ export async function workerMain(): Promise<number> {
     if (!kept) {
       await setupLogging(job.log, {
         process: "worker",
-        capture: (text, level) => {
-          if (RELAYED.has(level) && logged.length < MAX_LOGGED) logged.push(text.trimEnd());
+        capture: (level, text) => {
+          if (RELAYED.has(level) && logged.length < MAX_LOGGED) logged.push(text().trimEnd());
         },
       });
       kept = { self: whoAmI(), pipes };

@@ -418,23 +418,27 @@ export class WorkerPool {
     content: Promise<ReadableStream<Uint8Array>> | undefined,
   ): Promise<ContentError | null> {
     const write = (b: Uint8Array) => proc.stdin.write(b).then(() => true, () => false);
-    if (!await write(new TextEncoder().encode(JSON.stringify(job) + "\n"))) {
-      content?.then((s) => s.cancel()).catch(() => {});
-      return null;
-    }
+    // The job line goes out with the first chunk of a small message: one write, one wake-up.
+    let line: Uint8Array | null = new TextEncoder().encode(JSON.stringify(job) + "\n");
     let sent = 0;
     try {
       if (content) {
         for await (const chunk of await content) {
           sent += chunk.length;
           if (sent > job.size) break;
-          if (!await write(chunk)) return null;
+          const out: Uint8Array = line && chunk.length <= 64 * 1024
+            ? concatBytes([line, chunk], line.length + chunk.length)
+            : chunk;
+          if (line && out === chunk && !await write(line)) return null;
+          line = null;
+          if (!await write(out)) return null;
         }
       }
     } catch (err) {
       proc.child.kill();
       return new ContentError(`Cannot read the message content: ${(err as Error).message}`);
     }
+    if (line && !await write(line)) return null;
     if (sent !== job.size) {
       proc.child.kill();
       return new ContentError(
