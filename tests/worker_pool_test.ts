@@ -120,6 +120,24 @@ async function fakeJob(
   return Number(m[1]);
 }
 
+/**
+ * The pipes a process holds that are not its own stdin, stdout or stderr
+ * (Deno dups those): a pipe of another worker there would let it write to
+ * that worker's jobs or read its reports.
+ */
+function foreignPipes(pid: number): string[] {
+  const target = (fd: string) => {
+    try {
+      return Deno.readLinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return ""; // closed meanwhile
+    }
+  };
+  const own = new Set(["0", "1", "2"].map(target));
+  return [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => target(e.name))
+    .filter((t) => t.startsWith("pipe:") && !own.has(t));
+}
+
 const gone = (pid: number) => {
   try {
     Deno.statSync(`/proc/${pid}`);
@@ -169,6 +187,7 @@ Deno.test({
       const p = await fakeJob(pool, "three", { uid: 1001, kind: "pipe" });
       const l = await fakeJob(pool, "four", { uid: 1001, level: "debug" });
       assert.equal(new Set([a, b, p, l]).size, 4, "four keys, four processes");
+      for (const pid of [a, b, p, l]) assert.deepEqual(foreignPipes(pid), [], `pipes of ${pid}`);
       assert.equal(await fakeJob(pool, "five", { uid: 1002 }), b);
       assert.equal(await fakeJob(pool, "six", { uid: 1002 }), b);
       // b served three jobs: it is closed, and the next job of its key gets a new process.
@@ -391,6 +410,7 @@ Deno.test({
         const status = await Deno.readTextFile(`/proc/${s.pid}/status`);
         const uids = /^Uid:\s*(.*)$/m.exec(status)![1].trim().split(/\s+/);
         assert.deepEqual(uids, [s.uid, s.uid, s.uid, s.uid], `worker ${s.pid} runs as ${s.uid}`);
+        assert.deepEqual(foreignPipes(s.pid), [], `worker ${s.pid} holds no other worker's pipe`);
       }
       await server.stop();
       for (const s of starts) assert.ok(gone(s.pid), `worker ${s.pid} closed at SIGTERM`);
