@@ -52,6 +52,7 @@ while (true) {
   if (fault === "crash") Deno.kill(Deno.pid, "SIGKILL");
   if (fault === "exit") Deno.exit(3);
   if (fault === "hang") await new Promise(() => setInterval(() => {}, 1000));
+  if (fault === "slow") await new Promise((r) => setTimeout(r, 6000));
   if (fault === "garbage") say("this is not json");
   else if (fault === "wrongFile") say({ file: "ZZZZ", seq: job.seq, results });
   else if (fault === "staleReport") say({ file: job.file, seq: job.seq - 1, results });
@@ -216,6 +217,22 @@ Deno.test({
       const pids = await Promise.all(Array.from({ length: 8 }, (_, i) => fakeJob(pool, `m${i}`)));
       assert.ok(new Set(pids).size <= 2, `pids ${pids}`);
       assert.ok(pool.stats.started <= 2);
+    } finally {
+      await pool.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "pooled workers: a slow first job does not hold back a second process of its key",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const pool = fakePool({ perKey: 2 });
+    try {
+      const slow = fakeJob(pool, "FAULT=slow");
+      const quick = await fakeJob(pool, "quick");
+      assert.notEqual(quick, await slow, "the quick job got a process of its own");
     } finally {
       await pool.close();
     }

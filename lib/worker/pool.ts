@@ -44,6 +44,9 @@ const EXIT_GRACE_MS = 5000;
  */
 const SPAWN_DELAY_MS = 30;
 
+/** A process still on its first job this long after its start is slow, not loading. */
+const LOAD_MS = 3000;
+
 /** A worker that did not deliver a report: `cause` is short, `stderr` what the child said. */
 export class WorkerError extends Error {
   readonly stderr: string;
@@ -122,6 +125,7 @@ interface Proc {
   stdin: WritableStreamDefaultWriter<Uint8Array>;
   stdout: LineReader;
   served: number;
+  startedAt: number;
   /** Resolves once the process has exited. */
   exit: Promise<ChildExit>;
   exited: boolean;
@@ -206,10 +210,17 @@ export class WorkerPool {
     return n;
   }
 
-  /** Whether a process of the key is being started or still on its first job (loading skiff). */
+  /**
+   * Whether a process of the key is being started or still on its first job
+   * (loading skiff), for at most LOAD_MS: a first job that takes longer (a
+   * slow pipe) must not hold back a second process.
+   */
   #loading(key: string): boolean {
     if ((this.#starting.get(key) ?? 0) > 0) return true;
-    for (const p of this.#procs) if (p.key === key && p.served === 0) return true;
+    const now = Date.now();
+    for (const p of this.#procs) {
+      if (p.key === key && p.served === 0 && now - p.startedAt < LOAD_MS) return true;
+    }
     return false;
   }
 
@@ -281,6 +292,7 @@ export class WorkerPool {
       stdin: child.stdin.getWriter(),
       stdout: new LineReader(child.stdout),
       served: 0,
+      startedAt: Date.now(),
       exit: child.status,
       exited: false,
       retiring: false,
