@@ -1,7 +1,8 @@
 /**
  * Per-message isolation: a worker child that crashes, hangs or prints garbage
  * never harms the manager and never loses the message; the local recipients
- * are deferred and delivered by a later, healthy worker.
+ * are deferred and delivered by a later, healthy worker. The faulty workers
+ * run through the manager's worker pool (lib/worker/pool.ts), as real ones do.
  */
 import assert from "node:assert/strict";
 import { parseConfig } from "../lib/config/load.ts";
@@ -10,6 +11,7 @@ import { QueueManager } from "../lib/queue/manager.ts";
 import { Spool } from "../lib/spool/spool.ts";
 import type { DeliveryJob } from "../lib/worker/protocol.ts";
 import { runWorkerJob } from "../lib/worker/run_job.ts";
+import { WorkerPool } from "../lib/worker/pool.ts";
 import { maildirFiles } from "./harness.ts";
 
 const encoder = new TextEncoder();
@@ -37,10 +39,14 @@ async function setup(): Promise<{ dir: string; cfg: Config; spool: Spool; id: st
   return { dir, cfg, spool, id: w.id };
 }
 
-/** A fake worker: a deno process running the given code. */
-function evalWorker(code: string, timeoutMs = 3000) {
-  return (job: DeliveryJob) =>
-    runWorkerJob(job, { timeoutMs, command: { command: Deno.execPath(), args: ["eval", code] } });
+/** A pool of fake workers: deno processes running the given code. */
+function evalWorkers(code: string, timeoutMs = 3000): WorkerPool {
+  return new WorkerPool({
+    timeoutMs: () => timeoutMs,
+    perKey: () => 1,
+    total: () => 1,
+    command: { command: Deno.execPath(), args: ["eval", code] },
+  });
 }
 
 /**
@@ -73,15 +79,18 @@ for (const [name, fault] of Object.entries(FAULTS)) {
       const { dir, cfg, spool, id } = await setup();
       try {
         let now = Date.now();
+        const fakes = evalWorkers(fault.code, fault.timeoutMs ?? 60_000);
         const bad = new QueueManager({
           config: cfg,
           spool,
           now: () => now,
-          runJob: evalWorker(fault.code, fault.timeoutMs ?? 60_000),
+          runJob: (job: DeliveryJob, o) => fakes.run(job, o),
         });
         await bad.scan();
         await bad.idle();
         await bad.stop();
+        await fakes.close();
+        assert.equal(fakes.stats.alive, 0, "the failed worker left the pool");
         const state = await spool.load(id);
         assert.equal(state.done, false);
         const r = state.recipients[0];
@@ -89,12 +98,14 @@ for (const [name, fault] of Object.entries(FAULTS)) {
         assert.equal(r.dsn, "4.3.0");
         assert.match(r.text ?? "", fault.error);
         assert.deepEqual(await maildirFiles(`${dir}/mail/dave`), []);
-        // Later, a real worker (a copy of skiff) delivers it.
+        // Later, a real worker (a copy of skiff, from the manager's own pool) delivers it.
         now = r.nextAttempt + 1;
         const good = new QueueManager({ config: cfg, spool, now: () => now });
         await good.scan();
         await good.idle();
+        assert.deepEqual(good.workerPool.stats, { started: 1, alive: 1 }, "a pooled worker");
         await good.stop();
+        assert.equal(good.workerPool.stats.alive, 0, "stop() closed the pool");
         assert.deepEqual(await spool.list(), []);
         const files = await maildirFiles(`${dir}/mail/dave`);
         assert.equal(files.length, 1);

@@ -222,6 +222,7 @@ async function run(
         const why = reopenLogFile();
         if (why) logError("log file reopen failed", { error: why });
         await group.reload();
+        manager.workerPool.retire(); // new settings reach new worker processes
         const r = await helper?.reload().catch((e) => ({ ok: false, error: String(e) }));
         if (r && !r.ok) logError("privileged helper reload failed", { error: String(r.error) });
       },

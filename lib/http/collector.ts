@@ -111,6 +111,16 @@ export class Collector implements MetricsSink {
     "Worker children that timed out, exited badly or gave no valid report (their recipients are deferred).",
     ["reason"],
   );
+  #workerStarts = this.#counter(
+    "skiff_worker_starts_total",
+    "Local-delivery worker processes started (each serves many jobs).",
+    [],
+  );
+  #workerProcs = this.#gauge(
+    "skiff_worker_processes",
+    "Local-delivery worker processes in the pool, busy or idle.",
+    [],
+  );
 
   constructor(opts: { queue: QueueSource; now?: () => number }) {
     this.#now = opts.now ?? Date.now;
@@ -253,6 +263,15 @@ export class Collector implements MetricsSink {
 
   workerFailure(reason: "timeout" | "exit" | "report"): void {
     this.#workers.inc({ reason });
+  }
+
+  workerStarted(): void {
+    this.#workerStarts.inc();
+    this.#workerProcs.inc();
+  }
+
+  workerDropped(): void {
+    this.#workerProcs.dec();
   }
 
   /** Open inbound connections on all listeners. */

@@ -73,12 +73,19 @@ export function reopenLogFile(): string | null {
 
 /**
  * Sets up logging in the configured format. Call once per process. Only the
- * manager (`file: true`) writes [log] file; every other process, workers
- * included, writes stderr (the manager records what its children print).
+ * manager (`file: true`) writes [log] file; every other process writes
+ * stderr (the manager records what its children print), except a pooled
+ * worker, which hands each line to `capture` to send back with its job's
+ * report (lib/worker/child.ts).
  */
 export async function setupLogging(
   cfg: LogConfig,
-  opts: { process?: string; file?: boolean; owner?: { uid: number; gid: number } } = {},
+  opts: {
+    process?: string;
+    file?: boolean;
+    owner?: { uid: number; gid: number };
+    capture?: (level: string, line: () => string) => void;
+  } = {},
 ): Promise<void> {
   const format = cfg.format === "json" ? formatJson : formatText;
   const proc = opts.process;
@@ -91,6 +98,7 @@ export async function setupLogging(
     sinks: {
       stderr: (record: LogRecord) => {
         const rec = proc ? { ...record, properties: { ...record.properties, proc } } : record;
+        if (opts.capture) return opts.capture(record.level, () => format(rec));
         const bytes = encoder.encode(format(rec));
         if (logFile) logFile.file.writeSync(bytes);
         else Deno.stderr.writeSync(bytes);

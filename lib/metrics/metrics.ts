@@ -45,6 +45,10 @@ export interface MetricsSink {
   acceptLatency(seconds: number): void;
   fsync(kind: "data" | "dir"): void;
   workerFailure(reason: "timeout" | "exit" | "report"): void;
+  /** A local-delivery worker process was started (lib/worker/pool.ts). */
+  workerStarted(): void;
+  /** A worker process left the pool (closed, used up, idle too long, or failed). */
+  workerDropped(): void;
 }
 
 let sink: MetricsSink | null = null;
@@ -156,5 +160,15 @@ export const metrics = {
   /** A worker child timed out (and was killed), exited badly or printed no valid report. */
   workerFailure(reason: "timeout" | "exit" | "report"): void {
     sink?.workerFailure(reason);
+  },
+
+  /** A pooled worker process started. */
+  workerStarted(): void {
+    sink?.workerStarted();
+  },
+
+  /** A pooled worker process left the pool. */
+  workerDropped(): void {
+    sink?.workerDropped();
   },
 };

@@ -79,7 +79,8 @@ export async function dispatch(
     // Opened before any delivery starts, so that none of the open's file-system
     // calls falls between a peer's 250 and the write of its record.
     await using appender = await Appender.open(deps, state);
-    if (await loops(deps, state)) {
+    const head = await readHead(deps, state);
+    if (countReceived(headerOf(head.first)) > deps.cfg.delivery.maxReceived) {
       await appender.add(due.map((r) => ({
         t: "failed",
         rcpt: r.index,
@@ -100,7 +101,9 @@ export async function dispatch(
         routed: fixedRoute(deps.cfg, fixed, r.address) ??
           route(deps.cfg, ctx, r.address, state.envelope.protocol),
       }));
-      for (const group of groupDue(routed)) records.push(runGroup(deps, state, group, appender));
+      for (const group of groupDue(routed)) {
+        records.push(runGroup(deps, state, group, appender, head.whole));
+      }
       await Promise.all(records);
     }
   }
@@ -225,13 +228,20 @@ async function expire(deps: DispatchDeps, state: MessageState): Promise<MessageS
 }
 
 /** RFC 5321 §6.3: too many Received headers means a loop. */
-async function loops(deps: DispatchDeps, state: MessageState): Promise<boolean> {
+/**
+ * The content's first chunk, for the loop check (its Received headers), and
+ * the whole content when that chunk is all of it (most mail): local jobs
+ * then send it from memory rather than opening the spool file again.
+ */
+async function readHead(
+  deps: DispatchDeps,
+  state: MessageState,
+): Promise<{ first: Uint8Array; whole: Uint8Array | null }> {
   const { stream } = await deps.spool.content(state.envelope.id);
   const reader = stream.getReader();
-  const first = await reader.read();
+  const first = (await reader.read()).value ?? new Uint8Array(0);
   await reader.cancel().catch(() => {});
-  const head = headerOf(first.value ?? new Uint8Array(0));
-  return countReceived(head) > deps.cfg.delivery.maxReceived;
+  return { first, whole: first.length === state.envelope.size ? first : null };
 }
 
 /**
@@ -323,7 +333,13 @@ function outgoing(
   };
 }
 
-async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: Appender) {
+async function runGroup(
+  deps: DispatchDeps,
+  state: MessageState,
+  g: Group,
+  out: Appender,
+  whole: Uint8Array | null,
+) {
   const rcpts = g.items.map((d) => d.r);
   const fromResults = (res: SendResult) =>
     out.add(
@@ -389,7 +405,7 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
         release();
       }
     }
-    return await local(deps, state, g, out);
+    return await local(deps, state, g, out, whole);
   } catch (err) {
     // Unexpected trouble: defer the group (never lost).
     logWarn("delivery failed", { id: state.envelope.id, error: String(err) });
@@ -405,8 +421,14 @@ async function runGroup(deps: DispatchDeps, state: MessageState, g: Group, out: 
   }
 }
 
-/** Local mailboxes and pipes: one worker child per uid/gid. */
-async function local(deps: DispatchDeps, state: MessageState, g: Group, out: Appender) {
+/** Local mailboxes and pipes: one job per uid/gid, run by a pooled worker of that uid/gid. */
+async function local(
+  deps: DispatchDeps,
+  state: MessageState,
+  g: Group,
+  out: Appender,
+  whole: Uint8Array | null,
+) {
   const targets: JobTarget[] = g.items.map(({ r, routed }) => {
     const x = routed as Extract<Routed, { type: "deliver" }>;
     return {
@@ -432,7 +454,8 @@ async function local(deps: DispatchDeps, state: MessageState, g: Group, out: App
   const byIndex = new Map(g.items.map(({ r }) => [r.index, r]));
   try {
     const report = await deps.runJob(job, {
-      content: async () => (await deps.spool.content(state.envelope.id)).stream,
+      content: async () =>
+        whole ? ReadableStream.from([whole]) : (await deps.spool.content(state.envelope.id)).stream,
       user: deps.switchesUsers() ? runAs : null,
     });
     const known = report.results.filter((x) => byIndex.has(x.rcpt));
@@ -521,7 +544,7 @@ async function forwarded(
       }
     }
   }
-  await Promise.all(groupDue(again).map((g) => runGroup(deps, state, g, o.out)));
+  await Promise.all(groupDue(again).map((g) => runGroup(deps, state, g, o.out, null)));
 }
 
 /**

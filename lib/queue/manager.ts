@@ -17,7 +17,8 @@ import { type AliasTable, compiledPath, loadAliases } from "../route/aliases.ts"
 import type { MessageState, RecipientState } from "../spool/records.ts";
 import { type Spool, SpoolCorruptError } from "../spool/spool.ts";
 import type { DeliveryJob, WorkerReport } from "../worker/protocol.ts";
-import { type RunOptions, runWorkerJob } from "../worker/run_job.ts";
+import type { RunOptions } from "../worker/run_job.ts";
+import { WorkerPool } from "../worker/pool.ts";
 import { ConnectionCache } from "../deliver/conn_cache.ts";
 import type { NetContext } from "../deliver/smtp.ts";
 import { ProgramPool } from "../deliver/program.ts";
@@ -51,6 +52,7 @@ export class QueueManager {
   #deps: DispatchDeps;
   #cache: ConnectionCache;
   #programs: ProgramPool;
+  #workers: WorkerPool;
   #aliases: AliasTable = new Map();
   #aliasesLoaded: Promise<void>;
   #aliasesSig: string | null = null;
@@ -80,6 +82,13 @@ export class QueueManager {
       replyTimeoutMs,
       idleMs: d.cacheIdle * 1000,
       spawner: opts.spawner,
+    });
+    this.#workers = new WorkerPool({
+      spawner: opts.spawner,
+      timeoutMs: () => cfg.queue.workerTimeout * 1000,
+      // `queue.workers` processes per uid/gid (docs/delivery.md), twice that in all.
+      perKey: () => cfg.queue.workers,
+      total: () => 2 * cfg.queue.workers,
     });
     const resolver = { nameserver: d.nameserver, timeoutMs: d.dnsTimeout * 1000 };
     const tlsPolicy: TlsPolicy = new TlsPolicy({
@@ -119,13 +128,7 @@ export class QueueManager {
       limiter: new DestinationLimiter(opts.limiterClock),
       programs: this.#programs,
       aliases: () => this.#aliases,
-      runJob: opts.runJob ??
-        ((job, o) =>
-          runWorkerJob(job, {
-            ...o,
-            spawner: opts.spawner,
-            timeoutMs: cfg.queue.workerTimeout * 1000,
-          })),
+      runJob: opts.runJob ?? ((job, o) => this.#workers.run(job, o)),
       switchesUsers: () => opts.spawner?.kind === "privhelper" || Deno.uid() === 0,
       relay: opts.relay,
       enqueue: (id) => this.enqueue(id),
@@ -150,6 +153,11 @@ export class QueueManager {
   /** The long-running LMTP programs (`type = "program"` routes). */
   get programPool(): ProgramPool {
     return this.#programs;
+  }
+
+  /** The long-lived local-delivery workers. */
+  get workerPool(): WorkerPool {
+    return this.#workers;
   }
 
   /**
@@ -303,6 +311,7 @@ export class QueueManager {
     await Promise.allSettled([...this.#active.values()]);
     await this.#cache.close();
     await this.#programs.close();
+    await this.#workers.close();
   }
 
   /** Waits until nothing is in progress (tests, one-shot queue runs). */

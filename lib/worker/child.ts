@@ -1,6 +1,7 @@
 /**
- * The child side of per-message isolation: `skiff worker` reads one job and
- * the message content from stdin, drops the permissions local delivery does
+ * The child side of per-message isolation: `skiff worker` reads a job and
+ * the message content from stdin (then the next, as a pooled process,
+ * pool.ts), drops the permissions local delivery does
  * not need (it keeps `run` only for pipe targets), delivers each target
  * (Maildir, mbox, pipe) and reports every recipient's result on stdout.
  * A target may ask for the user's ~/.forward first (forward.ts): it is
@@ -18,45 +19,95 @@ import { splitAddress } from "../mail/address.ts";
 import { delaySeconds, logEvent, logWarn, setupLogging } from "../log/log.ts";
 import { userByUid } from "../sys/passwd.ts";
 import { checkForward } from "./forward.ts";
-import { type JobResult, type JobTarget, parseJob, type WorkerReport } from "./protocol.ts";
+import {
+  type DeliveryJob,
+  IDLE_EXIT_MS,
+  type JobResult,
+  type JobTarget,
+  MAX_JOBS,
+  MAX_LOGGED,
+  parseJob,
+  type WorkerReport,
+} from "./protocol.ts";
 import { concatBytes } from "../sys/bytes.ts";
 
 /** Largest message content a child accepts on stdin (bounded memory). */
 const MAX_CONTENT = 256 * 1024 * 1024;
 
-/** Reads the job line and then exactly `size` content bytes from stdin. */
-async function readInput(): Promise<{ line: string; content: Uint8Array; size: () => number }> {
-  const reader = Deno.stdin.readable.getReader();
-  let buf = new Uint8Array(0);
-  const append = (c: Uint8Array) => {
-    const n = new Uint8Array(buf.length + c.length);
-    n.set(buf);
-    n.set(c, buf.length);
-    buf = n;
-  };
-  let nl = -1;
-  while ((nl = buf.indexOf(0x0a)) < 0) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    append(value);
-    if (buf.length > 1 << 20 && buf.indexOf(0x0a) < 0) throw new Error("Job line too long");
-  }
-  if (nl < 0) throw new Error("No job line");
-  const line = new TextDecoder().decode(buf.subarray(0, nl));
-  const chunks: Uint8Array[] = [buf.subarray(nl + 1)];
-  let total = chunks[0].length;
-  while (true) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    total += value.length;
-    if (total > MAX_CONTENT) throw new Error("Message content too large");
-    chunks.push(value);
-  }
-  reader.releaseLock();
-  return { line, content: concatBytes(chunks, total), size: () => total };
-}
+/** Longest job line. */
+const MAX_JOB_LINE = 1 << 20;
 
-/** Drops what a delivery child never needs: network, FFI, system info, and subprocesses unless piping. */
+/** Levels whose lines go back to the manager with the report (it relays them to its log). */
+const RELAYED = new Set(["warning", "error", "fatal"]);
+
+/**
+ * Reads stdin as frames: a job line, then exactly `size` content bytes, as
+ * many times as the manager sends jobs. Bytes past one frame stay buffered
+ * for the next, so no content can spill into another job.
+ */
+class FrameReader {
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #buf: Uint8Array = new Uint8Array(0);
+  #pending: Promise<ReadableStreamReadResult<Uint8Array>> | null = null;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.#reader = stream.getReader();
+  }
+
+  /** The next chunk, null at the end of input, or "idle" when `waitMs` passed first. */
+  async #more(waitMs?: number): Promise<Uint8Array | null | "idle"> {
+    this.#pending ??= this.#reader.read();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const idle = new Promise<"idle">((resolve) => {
+      if (waitMs !== undefined) timer = setTimeout(() => resolve("idle"), waitMs);
+    });
+    const r = await Promise.race([this.#pending, idle]);
+    clearTimeout(timer);
+    if (r === "idle") return "idle";
+    this.#pending = null;
+    return r.done ? null : r.value;
+  }
+
+  /** The next job line; null when the input ends (or stays silent `idleMs`) between jobs. */
+  async line(idleMs: number): Promise<string | null> {
+    while (true) {
+      const nl = this.#buf.indexOf(0x0a);
+      if (nl >= 0) {
+        const line = new TextDecoder().decode(this.#buf.subarray(0, nl));
+        this.#buf = this.#buf.subarray(nl + 1);
+        return line;
+      }
+      if (this.#buf.length > MAX_JOB_LINE) throw new Error("Job line too long");
+      const chunk = await this.#more(this.#buf.length === 0 ? idleMs : undefined);
+      if (chunk === "idle") return null;
+      if (chunk === null) {
+        if (this.#buf.length === 0) return null;
+        throw new Error("Input ended inside a job line");
+      }
+      this.#buf = concatBytes([this.#buf, chunk], this.#buf.length + chunk.length);
+    }
+  }
+
+  /** Exactly `n` content bytes; throws when the input ends first. */
+  async exact(n: number): Promise<Uint8Array> {
+    if (n > MAX_CONTENT) throw new Error("Message content too large");
+    const head = this.#buf.subarray(0, Math.min(n, this.#buf.length));
+    this.#buf = this.#buf.subarray(head.length);
+    const chunks = [head];
+    let total = head.length;
+    while (total < n) {
+      const chunk = await this.#more();
+      if (chunk === null || chunk === "idle") {
+        throw new Error(`Expected ${n} content bytes, got ${total}`);
+      }
+      const take = Math.min(chunk.length, n - total);
+      chunks.push(chunk.subarray(0, take));
+      this.#buf = chunk.subarray(take);
+      total += take;
+    }
+    return concatBytes(chunks, n);
+  }
+}
 
 /** Who this worker runs as, learnt before the `sys` permission is dropped. */
 interface Self {
@@ -140,18 +191,8 @@ async function forwardFirst(t: JobTarget, id: string): Promise<JobResult | null>
   return { rcpt: t.rcpt, outcome: "noforward", dsn: "2.0.0", text: found.refused ?? "No .forward" };
 }
 
-/** Runs one job; returns the process exit code. */
-export async function workerMain(): Promise<number> {
-  const input = await readInput();
-  const job = parseJob(input.line);
-  await setupLogging(job.log, { process: "worker" });
-  if (input.size() !== job.size) {
-    throw new Error(`Expected ${job.size} content bytes, got ${input.size()}`);
-  }
-  const self = whoAmI();
-  // Only pipe delivery runs a program; nothing here talks to the network.
-  const pipes = job.targets.some((t) => t.destination.kind === "pipe");
-  await dropPermissions(["net", "ffi", "sys", ...(pipes ? [] : ["run" as const])]);
+/** Delivers every target of one job; one result each, in order. */
+async function runJob(job: DeliveryJob, content: Uint8Array, self: Self): Promise<JobResult[]> {
   const results: JobResult[] = [];
   for (const t of job.targets) {
     const started = Date.now();
@@ -160,7 +201,7 @@ export async function workerMain(): Promise<number> {
       const fwd = t.forward ? await forwardFirst(t, job.file) : null;
       if (fwd) result = fwd;
       else {
-        const text = await deliverOne(t, { ...job, self }, input.content);
+        const text = await deliverOne(t, { ...job, self }, content);
         result = { rcpt: t.rcpt, outcome: "delivered", dsn: "2.0.0", text };
       }
     } catch (err) {
@@ -177,7 +218,58 @@ export async function workerMain(): Promise<number> {
       took: delaySeconds(started, Date.now()),
     });
   }
-  const report: WorkerReport = { file: job.file, results };
-  await Deno.stdout.write(new TextEncoder().encode(JSON.stringify(report) + "\n"));
+  return results;
+}
+
+async function writeAll(bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.length;) at += await Deno.stdout.write(bytes.subarray(at));
+}
+
+/**
+ * Serves jobs until stdin ends, MAX_JOBS were served or none came for
+ * IDLE_EXIT_MS; returns the process exit code. What it learns at the first
+ * job holds for the process: its log settings, who it runs as, and whether
+ * it keeps `run` (pipe targets). The manager's pool keys processes by
+ * exactly that, and a job that does not match is refused (the process
+ * exits: a manager bug must not widen what a worker may do). Nothing else
+ * outlives a job: each has its own content buffer, results and log lines.
+ */
+export async function workerMain(): Promise<number> {
+  const input = new FrameReader(Deno.stdin.readable);
+  let kept: { self: Self; pipes: boolean } | null = null;
+  let logged: string[] = [];
+  for (let served = 0; served < MAX_JOBS; served++) {
+    const line = await input.line(IDLE_EXIT_MS);
+    if (line === null) return 0;
+    const job = parseJob(line);
+    const content = await input.exact(job.size);
+    // Only pipe delivery runs a program; nothing here talks to the network.
+    const pipes = job.targets.some((t) => t.destination.kind === "pipe");
+    if (!kept) {
+      await setupLogging(job.log, {
+        process: "worker",
+        capture: (level, text) => {
+          if (RELAYED.has(level) && logged.length < MAX_LOGGED) logged.push(text().trimEnd());
+        },
+      });
+      kept = { self: whoAmI(), pipes };
+      await dropPermissions(["net", "ffi", "sys", ...(pipes ? [] : ["run" as const])]);
+    } else if (pipes !== kept.pipes) {
+      throw new Error(
+        pipes
+          ? "Job has pipe targets, but this worker dropped the run permission"
+          : "Job has no pipe targets, but this worker kept the run permission",
+      );
+    }
+    logged = [];
+    const results = await runJob(job, content, kept.self);
+    const report: WorkerReport = {
+      file: job.file,
+      ...(job.seq !== undefined ? { seq: job.seq } : {}),
+      results,
+      logged,
+    };
+    await writeAll(new TextEncoder().encode(JSON.stringify(report) + "\n"));
+  }
   return 0;
 }

@@ -3,15 +3,26 @@
  * notes' vocabulary): the manager writes one job as a JSON line on the
  * child's stdin, followed by the message content (exactly `size` bytes), so
  * a child running as the recipient's uid never needs to read the spool. The
- * child delivers and answers one JSON line naming the message file and each
- * recipient's result; the manager appends those to the journal. Everything
- * read from a child is validated: a child that prints garbage is treated
- * like one that crashed.
+ * child delivers and answers one JSON line naming the message file, the
+ * job's sequence number and each recipient's result; the manager appends
+ * those to the journal. A child serves such jobs one after another (the
+ * pool, pool.ts) until its stdin ends, MAX_JOBS were served, or none came
+ * for IDLE_EXIT_MS. Everything read from a child is validated: a child that
+ * prints garbage is treated like one that crashed.
  */
 import type { ForwardTarget } from "../route/aliases.ts";
 import type { LogConfig } from "../config/types.ts";
 import type { Destination } from "../config/route_types.ts";
 import { isQueueId } from "../spool/queue_id.ts";
+
+/** Jobs one worker process serves before it exits (Postfix's max_use is 100 too). */
+export const MAX_JOBS = 100;
+
+/** A worker that waits this long for its next job exits (the manager closes idle ones sooner). */
+export const IDLE_EXIT_MS = 120_000;
+
+/** Most log lines a report carries back, and their length. */
+export const MAX_LOGGED = 20;
 
 /** One recipient of a local-delivery job. */
 export interface JobTarget {
@@ -46,6 +57,11 @@ export interface DeliveryJob {
   targets: JobTarget[];
   /** The manager's log settings, so the child's lines match its own. */
   log: LogConfig;
+  /**
+   * The job's number, unique in the manager; the report must echo it, so a
+   * stray line a worker printed for an earlier job can never pass for this one's.
+   */
+  seq?: number;
 }
 
 /** One recipient's result from a child. */
@@ -61,7 +77,11 @@ export interface JobResult {
 /** What a child reports about one message. */
 export interface WorkerReport {
   file: string;
+  /** The job's `seq`, echoed. */
+  seq?: number;
   results: JobResult[];
+  /** The warnings and errors the worker logged during this job (formatted lines). */
+  logged?: string[];
 }
 
 const OUTCOMES = ["delivered", "deferred", "failed", "expand", "noforward"];
@@ -101,7 +121,7 @@ export function checkForwardTargets(v: unknown): ForwardTarget[] {
 }
 
 /** Parses and validates one report line; throws a clear error on anything else. */
-export function parseReport(line: string, expectedFile: string): WorkerReport {
+export function parseReport(line: string, expectedFile: string, seq?: number): WorkerReport {
   let v: unknown;
   try {
     v = JSON.parse(line);
@@ -115,7 +135,15 @@ export function parseReport(line: string, expectedFile: string): WorkerReport {
   if (r.file !== expectedFile || !isQueueId(String(r.file))) {
     throw new Error(`Worker reported on ${JSON.stringify(r.file)}, expected ${expectedFile}`);
   }
+  if (seq !== undefined && r.seq !== seq) {
+    throw new Error(`Worker answered job ${JSON.stringify(r.seq)}, expected job ${seq}`);
+  }
   if (!Array.isArray(r.results)) throw new Error("Worker report has no results");
+  const logged = r.logged ?? [];
+  if (
+    !Array.isArray(logged) || logged.length > MAX_LOGGED ||
+    !logged.every((l) => typeof l === "string")
+  ) throw new Error("Worker report has a malformed log line list");
   const results = r.results.map((x) => {
     const o = x as Record<string, unknown>;
     if (
@@ -131,7 +159,12 @@ export function parseReport(line: string, expectedFile: string): WorkerReport {
       ...(o.outcome === "expand" ? { targets: checkForwardTargets(o.targets) } : {}),
     } as JobResult;
   });
-  return { file: expectedFile, results };
+  return {
+    file: expectedFile,
+    ...(seq !== undefined ? { seq } : {}),
+    results,
+    logged: (logged as string[]).map((l) => l.slice(0, 1000)),
+  };
 }
 
 /** Parses a job line (child side); throws on anything malformed. */
@@ -148,5 +181,6 @@ export function parseJob(line: string): DeliveryJob {
   if (typeof j.log !== "object" || j.log === null) throw new Error("Job has no log settings");
   if (!Number.isSafeInteger(j.size) || j.size < 0) throw new Error("Job has no valid size");
   if (typeof j.hostname !== "string" || j.hostname === "") throw new Error("Job has no hostname");
+  if (j.seq !== undefined && !Number.isSafeInteger(j.seq)) throw new Error("Job has no valid seq");
   return j;
 }

@@ -1,22 +1,19 @@
 /**
- * The manager's side of per-message isolation: start a copy of skiff as a
- * worker child (as the recipients' uid and gid when skiff is root: directly,
- * or through the privileged helper once the manager runs as `user`), hand it
- * one job and the message content on stdin, read its one-line report from
- * stdout. A child that crashes, hangs past its deadline (it is killed) or
- * prints garbage makes this reject with a WorkerError carrying the cause and
- * the start of the child's stderr; the manager logs it on the message's line
- * and defers the recipients, so the message is retried, never lost.
+ * The manager's side of per-message isolation, for one job: run it in a
+ * worker process of its own (started for it, closed after it) through the
+ * same code as the pool (pool.ts), so the failure handling is the pool's: a
+ * child that crashes, hangs past its deadline (it is killed) or prints
+ * garbage makes this reject with a WorkerError carrying the cause and the
+ * start of the child's stderr; the manager logs it on the message's line and
+ * defers the recipients, so the message is retried, never lost. The queue
+ * manager itself uses a long-lived WorkerPool; this is for one-off callers.
  */
-import { type DeliveryJob, parseReport, type WorkerReport } from "./protocol.ts";
-import { concatBytes } from "../sys/bytes.ts";
-import { metrics } from "../metrics/metrics.ts";
+import type { DeliveryJob, WorkerReport } from "./protocol.ts";
 import type { RunAs } from "../config/route_types.ts";
-import { DirectSpawner, type Spawner } from "../sys/spawn.ts";
-import { logWarn } from "../log/log.ts";
+import type { Spawner } from "../sys/spawn.ts";
+import { WorkerError, WorkerPool } from "./pool.ts";
 
-/** Reports larger than this are garbage by definition. */
-const MAX_REPORT_BYTES = 64 * 1024;
+export { WorkerError };
 
 /** How to run one job. */
 export interface RunOptions {
@@ -31,114 +28,19 @@ export interface RunOptions {
   spawner?: Spawner;
 }
 
-/** A worker that did not deliver a report: `cause` is short, `stderr` what the child said. */
-export class WorkerError extends Error {
-  readonly stderr: string;
-  constructor(cause: string, stderr: string) {
-    super(stderr ? `${cause}: ${stderr.replace(/\s*\n\s*/g, " ").slice(0, 200)}` : cause);
-    this.name = "WorkerError";
-    this.stderr = stderr;
-  }
-}
-
-const direct = new DirectSpawner();
-
-/** Runs one job in a child; resolves with its validated report. */
+/** Runs one job in a child of its own; resolves with its validated report. */
 export async function runWorkerJob(job: DeliveryJob, opts: RunOptions): Promise<WorkerReport> {
-  const spawner = opts.spawner ?? direct;
-  let child;
+  const pool = new WorkerPool({
+    spawner: opts.spawner,
+    command: opts.command,
+    timeoutMs: () => opts.timeoutMs,
+    perKey: () => 1,
+    total: () => 1,
+    maxUse: 1,
+  });
   try {
-    child = await spawner.spawn({ kind: "worker", user: opts.user ?? null, command: opts.command });
-  } catch (err) {
-    throw new WorkerError(`Cannot start worker: ${(err as Error).message}`, "");
-  }
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    child.kill();
-  }, opts.timeoutMs);
-  try {
-    const feed = (async () => {
-      const writer = child.stdin.getWriter();
-      try {
-        await writer.write(new TextEncoder().encode(JSON.stringify(job) + "\n"));
-        if (opts.content) {
-          for await (const chunk of await opts.content()) await writer.write(chunk);
-        }
-        await writer.close();
-      } catch {
-        await writer.abort().catch(() => {}); // the child went away: its status says why
-      }
-    })();
-    let out = "";
-    let outError: Error | null = null;
-    try {
-      out = await readBounded(child.stdout, MAX_REPORT_BYTES);
-    } catch (err) {
-      outError = err as Error;
-      child.kill();
-    }
-    const status = await child.status;
-    await feed;
-    if (timedOut) {
-      metrics.workerFailure("timeout");
-      throw new WorkerError(
-        `Worker timed out after ${opts.timeoutMs} ms and was killed`,
-        status.stderr,
-      );
-    }
-    if (outError) {
-      metrics.workerFailure("report");
-      throw new WorkerError(outError.message, status.stderr);
-    }
-    if (status.code !== 0 || status.signal) {
-      metrics.workerFailure("exit");
-      const how = status.signal ? `signal ${status.signal}` : `exit code ${status.code}`;
-      throw new WorkerError(`Worker failed with ${how}`, status.stderr);
-    }
-    const line = out.split("\n").find((l) => l.trim() !== "") ?? "";
-    try {
-      const report = parseReport(line, job.file);
-      relayWarnings(job.file, status.stderr);
-      return report;
-    } catch (err) {
-      metrics.workerFailure("report");
-      throw new WorkerError((err as Error).message, status.stderr);
-    }
+    return await pool.run(job, { content: opts.content, user: opts.user });
   } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Reads a stream to its end as text, failing when it grows past max bytes. */
-async function readBounded(stream: ReadableStream<Uint8Array>, max: number): Promise<string> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const reader = stream.getReader();
-  while (true) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    total += value.length;
-    if (total > max) {
-      await reader.cancel().catch(() => {});
-      throw new Error(`Worker printed more than ${max} bytes`);
-    }
-    chunks.push(value);
-  }
-  return new TextDecoder().decode(concatBytes(chunks, total));
-}
-
-/**
- * The warnings and errors a successful worker logged (a refused .forward,
- * docs/delivery.md) reach the manager's log: its stderr is captured for
- * failure causes, so without this they would be lost. Each goes through the
- * manager's logger as a quoted field, never as a raw line: the worker runs
- * as the recipient, whose words must not forge log lines.
- */
-function relayWarnings(file: string, stderr: string): void {
-  for (const line of stderr.split("\n")) {
-    if (/^\S+ (warning|error|fatal) |"level":"(warning|error|fatal)"/i.test(line)) {
-      logWarn("worker logged", { id: file, line });
-    }
+    await pool.close();
   }
 }
