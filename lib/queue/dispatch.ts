@@ -25,7 +25,12 @@ import { safeReadTextSync } from "../sys/safe_open.ts";
 import type { Destination } from "../config/route_types.ts";
 import type { OutgoingMessage, RecipientResult, SendResult } from "../smtp/client.ts";
 import { JournalWriter } from "../spool/journal_writer.ts";
-import type { JournalRecord, MessageState, RecipientState } from "../spool/records.ts";
+import {
+  applyRecords,
+  type JournalRecord,
+  type MessageState,
+  type RecipientState,
+} from "../spool/records.ts";
 import type { Spool } from "../spool/spool.ts";
 import type { DeliveryJob, JobResult, JobTarget, WorkerReport } from "../worker/protocol.ts";
 import { type RunOptions, WorkerError } from "../worker/run_job.ts";
@@ -74,6 +79,9 @@ export async function dispatch(
   const due = state.recipients.filter((r) =>
     (r.status === "pending" || r.status === "deferred") && (forced || r.nextAttempt <= now)
   );
+  // What this pass journaled: the state after it is the state before with these applied,
+  // with no second read of the file this pass is the only writer of.
+  let written: JournalRecord[] = [];
   if (due.length > 0) {
     const records: Promise<void>[] = [];
     // Opened before any delivery starts, so that none of the open's file-system
@@ -106,8 +114,9 @@ export async function dispatch(
       }
       await Promise.all(records);
     }
+    written = appender.written;
   }
-  state = await deps.spool.load(id);
+  state = applyRecords(state, written);
   return await notify(deps, state);
 }
 
@@ -120,6 +129,8 @@ class Appender {
   #chain: Promise<void> = Promise.resolve();
   /** Recipients whose result a server's reply settled this pass (settle()). */
   #settled = new Set<number>();
+  /** Records written (and durable) so far, in the order they were written. */
+  readonly written: JournalRecord[] = [];
   private constructor(private state: MessageState, private writer: JournalWriter) {}
 
   /** Opens the message's journal for the pass; closed at the end of the `await using` scope. */
@@ -136,6 +147,7 @@ class Appender {
     written.catch(() => {}); // observed below, perhaps after it settles
     const run = this.#chain.then(async () => {
       await written;
+      this.written.push(...records);
       for (const r of records) logResult(this.state, r);
       for (const r of records) metrics.result(this.state, r);
     });
@@ -224,7 +236,7 @@ async function expire(deps: DispatchDeps, state: MessageState): Promise<MessageS
   if (records.length === 0) return state;
   await using out = await Appender.open(deps, state);
   await out.add(records);
-  return await deps.spool.load(state.envelope.id);
+  return applyRecords(state, records);
 }
 
 /** RFC 5321 §6.3: too many Received headers means a loop. */

@@ -17,6 +17,7 @@ import type {
   NoticeAction,
   RecipientState,
 } from "../spool/records.ts";
+import { applyRecords } from "../spool/records.ts";
 import type { Spool } from "../spool/spool.ts";
 import { buildReport, MAX_RETURNED, notifyTarget, wantsNotice } from "./bounce.ts";
 
@@ -48,7 +49,7 @@ export async function notify(deps: NotifyDeps, state: MessageState): Promise<Mes
   }
   if (records.length === 0) return state;
   await deps.spool.append(state.envelope.id, records);
-  return await deps.spool.load(state.envelope.id);
+  return applyRecords(state, records);
 }
 
 async function send(

@@ -162,7 +162,27 @@ export function replay(records: JournalRecord[]): MessageState {
     nextAttempt: 0,
     history: [],
   }));
-  for (const r of rest) {
+  return fold(envelope, recipients, rest);
+}
+
+/**
+ * The state after `records` were appended to the journal `state` was read
+ * from: exactly what replay() of the whole journal gives (each record
+ * concerns one recipient, so the order across recipients does not matter).
+ * The single writer of a journal (the queue manager) uses it instead of
+ * reading back what it just wrote. `state` is not changed.
+ */
+export function applyRecords(state: MessageState, records: JournalRecord[]): MessageState {
+  const recipients = state.recipients.map((r) => ({ ...r, history: [...r.history] }));
+  return fold(state.envelope, recipients, records);
+}
+
+function fold(
+  envelope: MessageState["envelope"],
+  recipients: RecipientState[],
+  records: JournalRecord[],
+): MessageState {
+  for (const r of records) {
     if (r.t === "envelope") {
       throw new JournalError(`Journal of ${envelope.id} has a second envelope`);
     }
