@@ -99,6 +99,20 @@ export const TORN_MARK = "\t#torn";
 const encoder = new TextEncoder();
 
 /**
+ * Whether an append of `records` must be durable before the caller goes on.
+ * A deferral only says when to try again: losing it in a power loss makes
+ * the next attempt come earlier and count one attempt fewer (the queue
+ * lifetime runs from the envelope's `received`, a delay warning needs its
+ * own `notified` record, which is durable), so it needs no sync of its own
+ * and rides on the next one anyone makes. Postfix does not sync its deferral
+ * bookkeeping either. Results whose loss would deliver again (`delivered`,
+ * `failed`) or notify again (`notified`) must be synced.
+ */
+export function mustSync(records: JournalRecord[]): boolean {
+  return records.some((r) => r.t !== "deferred");
+}
+
+/**
  * The bytes of `records` as journal lines, each ending in "\n". Every record
  * is validated first, so the spool never writes a line it cannot read back.
  * JSON.stringify escapes CR, LF and other controls, so no envelope string
