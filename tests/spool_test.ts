@@ -12,8 +12,8 @@ import {
   newQueueId,
   parseHeader,
   QUEUE_ID_LENGTH,
+  reseal,
   SEALED_HEADER_LENGTH,
-  sealOf,
   Spool,
   SpoolCorruptError,
   TORN_MARK,
@@ -57,12 +57,8 @@ async function store(spool: Spool, content: Uint8Array, chunk = 1000): Promise<s
 }
 
 /** The text of a sealed spool file with its CRC-32 computed again (after an edit). */
-function reseal(text: string): string {
-  const bytes = enc.encode(text);
-  const h = parseHeader(bytes);
-  const crc = sealOf(bytes, h, bytes.indexOf(10, h.journal) + 1);
-  bytes.set(enc.encode(crc.toString(16).padStart(8, "0")), SEALED_HEADER_LENGTH - 9);
-  return dec.decode(bytes);
+function resealText(text: string): string {
+  return dec.decode(reseal(enc.encode(text)));
 }
 
 async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
@@ -292,7 +288,7 @@ Deno.test("a hand-edited envelope is a SpoolCorruptError naming the field; quara
       return true;
     });
     // Sealed again (as a tool that rewrites a file would), the envelope check names the field.
-    await Deno.writeTextFile(path, reseal(after));
+    await Deno.writeTextFile(path, resealText(after));
     await assert.rejects(() => spool.load(id), (e: Error) => {
       assert.equal(e.name, "SpoolCorruptError");
       assert.match(e.message, /Bad envelope recipient 1 NOTIFY: "SUCCESS\\r\\nRSET" \(501 5\.5\.2/);
@@ -301,7 +297,7 @@ Deno.test("a hand-edited envelope is a SpoolCorruptError naming the field; quara
     const moved = await spool.quarantine(id);
     assert.equal(moved, `${dir}/quarantine/${id}`);
     assert.deepEqual(await spool.list(), []);
-    assert.equal(await Deno.readTextFile(moved), reseal(after));
+    assert.equal(await Deno.readTextFile(moved), resealText(after));
   });
 });
 

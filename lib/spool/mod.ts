@@ -25,6 +25,7 @@ export {
   formatHeader,
   HEADER_LENGTH,
   parseHeader,
+  reseal,
   SEALED_HEADER_LENGTH,
   sealOf,
   Spool,
