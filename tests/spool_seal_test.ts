@@ -167,6 +167,26 @@ Deno.test("a torn file is a SpoolCorruptError (quarantined, never delivered); a 
   });
 });
 
+Deno.test("an unsynced deferral lost in a power loss (zeros) is skipped, later records still count", async () => {
+  await withSpool(async (spool) => {
+    const id = await store(spool, BODY);
+    // Two deferrals were appended without a sync; the first one's block never reached the disk,
+    // the second one's did, so a "line" holds zeros and the second deferral's tail.
+    const lost = new Uint8Array(300);
+    const tail = enc.encode('"at":2,"until":3,"dsn":"4.4.1","text":"x"}\n');
+    const delivered = enc.encode(
+      '{"t":"delivered","rcpt":0,"at":4,"dsn":"2.0.0","text":"250 OK","relay":"x"}\n',
+    );
+    const f = await Deno.open(spool.path(id), { append: true });
+    for (const b of [lost, tail, delivered]) await f.write(b);
+    f.close();
+    const state = await spool.load(id);
+    assert.equal(state.recipients[0].status, "delivered");
+    assert.equal(state.recipients[0].attempts, 0);
+    assert.ok(state.done);
+  });
+});
+
 /** Counts fdatasyncs (FsFile.syncData) made while `fn` runs. */
 async function countSyncData(fn: () => Promise<void>): Promise<number> {
   const proto = Deno.FsFile.prototype;

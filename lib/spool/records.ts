@@ -130,8 +130,9 @@ export function encodeRecords(records: JournalRecord[]): Uint8Array {
 /**
  * The records in a journal's text. A last line without "\n" is a torn write
  * and ignored (even if it parses: the writer never finished it); a complete
- * line ending in TORN_MARK is a torn write repaired by a later append and
- * ignored; any other line that is not a valid record throws, naming its line.
+ * line ending in TORN_MARK is a torn write repaired by a later append, and a
+ * line holding a NUL byte is a lost write: both ignored. Any other line that
+ * is not a valid record throws, naming its line.
  */
 export function parseJournal(text: string): JournalRecord[] {
   const lines = text.split("\n");
@@ -139,7 +140,9 @@ export function parseJournal(text: string): JournalRecord[] {
   const records: JournalRecord[] = [];
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
-    if (line.endsWith(TORN_MARK)) continue;
+    // A NUL byte is a write lost in a power loss (JSON.stringify never emits one): only an
+    // unsynced append (deferrals, mustSync) can be lost, so the line is skipped like a torn one.
+    if (line.endsWith(TORN_MARK) || line.includes("\0")) continue;
     let value: unknown;
     try {
       value = JSON.parse(line);
