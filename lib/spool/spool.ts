@@ -83,8 +83,9 @@ export class SpoolCorruptError extends Error {
 
 /**
  * A queue file that a crash left incomplete before its commit's sync: a
- * sealed file whose CRC does not match, whose envelope line is cut short, or
- * a file that is empty or starts with zeros. Its message never got a 250 (the
+ * sealed file whose CRC does not match or whose envelope line is cut short,
+ * or a file that is empty, cut inside a sealed header or has zeros in its
+ * header. Its message never got a 250 (the
  * 250 waits for the sync that makes the seal hold), so it is not mail anyone
  * was promised; the manager moves it out of queue/ like any corrupt file.
  */
@@ -329,9 +330,9 @@ export class Spool {
   /**
    * Appends records in one write, then makes them durable: the journal is
    * the truth. Deferrals alone are not synced (records.ts, mustSync: losing
-   * one only brings the next attempt forward). One appender at a time per message. If a crash tore the last
-   * line, the same write first completes it with TORN_MARK so parseJournal
-   * skips it. In syncfs mode the sync is shared with concurrent appends and
+   * one only brings the next attempt forward). One appender at a time per
+   * message. If a crash tore the last line, the same write first completes
+   * it with TORN_MARK so parseJournal skips it. In syncfs mode the sync is shared with concurrent appends and
    * commits (group commit); the seeks and the one-byte read of a page just
    * written are synchronous calls that never wait on the disk, so an append
    * costs two thread hand-offs (open, write) plus its share of a sync.
