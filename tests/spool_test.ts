@@ -491,7 +491,7 @@ Deno.test("kill -9 mid-DATA and after commit: restart keeps exactly the committe
   });
 });
 
-Deno.test("syncfs group commit: concurrent commits share data and rename syncs", async () => {
+Deno.test("syncfs group commit: concurrent sealed commits share one sync after their renames", async () => {
   const dir = await Deno.makeTempDir({ prefix: "spool_test_" });
   try {
     const spool = new Spool(dir);
