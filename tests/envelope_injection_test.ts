@@ -11,7 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { sendMessage } from "../lib/smtp/client.ts";
-import { type Envelope, Spool } from "../lib/spool/mod.ts";
+import { type Envelope, reseal, Spool } from "../lib/spool/mod.ts";
 import { SkiffServer, waitFor } from "./harness.ts";
 import { PEERS, peerTest } from "./peers.ts";
 import { Sink } from "./sink.ts";
@@ -124,7 +124,8 @@ peerTest(
       const text = await Deno.readTextFile(path);
       const edited = text.replace('"notify":["SUCCESS"]', `"notify":${JSON.stringify([INJECTED])}`);
       assert.notEqual(edited, text);
-      await Deno.writeTextFile(path, edited);
+      // Sealed again, as a tool editing the file would: the seal alone would stop it first.
+      await Deno.writeFile(path, reseal(new TextEncoder().encode(edited)));
 
       server = await SkiffServer.start({ dir, toml: serverToml(sink.port, dir) });
       await waitFor(
@@ -140,7 +141,10 @@ peerTest(
       assert.ok(!forged(await sink.messages()), "forged transaction at the sink");
       assert.ok(!(await sink.messages()).some((m) => m.includes("injected body")));
       // Not lost: byte for byte in quarantine/, and gone from the queue.
-      assert.equal(await Deno.readTextFile(`${dir}/spool/quarantine/${bad}`), edited);
+      assert.equal(
+        await Deno.readTextFile(`${dir}/spool/quarantine/${bad}`),
+        new TextDecoder().decode(reseal(new TextEncoder().encode(edited))),
+      );
       assert.ok(!(await spool.list()).includes(bad));
     } finally {
       await server?.stop();

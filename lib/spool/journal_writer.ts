@@ -8,11 +8,12 @@
  * message is then delivered again: docs/reliability.md, "Crash torture and
  * faults"). Writes go out in order, one at a time; fdatasyncs are
  * coalesced (one in flight, every later write joins the next), and append()
- * resolves once a sync that began after its write has finished.
+ * resolves once a sync that began after its write has finished — except for
+ * deferrals, which need no sync of their own (records.ts, mustSync).
  */
 import { metrics } from "../metrics/metrics.ts";
 import { writeAll } from "./durable.ts";
-import { encodeRecords, type JournalRecord, TORN_MARK } from "./records.ts";
+import { encodeRecords, type JournalRecord, mustSync, TORN_MARK } from "./records.ts";
 import { HEADER_LENGTH } from "./spool.ts";
 
 const NEWLINE = 0x0a;
@@ -38,11 +39,13 @@ export class JournalWriter {
   static async open(path: string, id: string): Promise<JournalWriter> {
     const file = await Deno.open(path, { read: true, write: true });
     try {
-      const end = await file.seek(0, Deno.SeekMode.End);
+      // Synchronous like Spool.append's: seeks never touch the disk and the
+      // last page is almost always cached, so three thread hand-offs are saved.
+      const end = file.seekSync(0, Deno.SeekMode.End);
       if (end < HEADER_LENGTH) throw new Error(`Spool file ${id} is too short to be a message`);
-      await file.seek(-1, Deno.SeekMode.End);
+      file.seekSync(-1, Deno.SeekMode.End);
       const last = new Uint8Array(1);
-      const n = await file.read(last);
+      const n = file.readSync(last);
       if (n === 1 && last[0] !== NEWLINE) await writeAll(file, TORN_REPAIR);
       return new JournalWriter(file);
     } catch (e) {
@@ -51,7 +54,11 @@ export class JournalWriter {
     }
   }
 
-  /** Writes the records at once (in call order), then waits for a covering fdatasync. */
+  /**
+   * Writes the records at once (in call order), then waits for a covering
+   * fdatasync unless they are deferrals only (mustSync: a lost deferral
+   * only brings the next attempt forward), which are done once written.
+   */
   async append(records: JournalRecord[]): Promise<void> {
     if (this.#closed) throw new Error("JournalWriter.append after close");
     if (records.length === 0) return;
@@ -60,7 +67,7 @@ export class JournalWriter {
     const write = this.#writes.then(() => writeAll(this.#file, lines));
     this.#writes = write.catch(() => {});
     await write;
-    await this.#sync();
+    if (mustSync(records)) await this.#sync();
   }
 
   /**

@@ -11,6 +11,7 @@ export {
   JournalError,
   type JournalRecord,
   type MessageState,
+  mustSync,
   parseJournal,
   type RecipientSpec,
   type RecipientState,
@@ -20,12 +21,17 @@ export {
 } from "./records.ts";
 export { DirSyncer, syncDir, writeAll, writeFileDurably } from "./durable.ts";
 export {
+  checkSeal,
   formatHeader,
   HEADER_LENGTH,
   parseHeader,
+  reseal,
+  SEALED_HEADER_LENGTH,
+  sealOf,
   Spool,
   SpoolCorruptError,
   type SpoolHeader,
   type SpoolOptions,
+  SpoolTornError,
   SpoolWriter,
 } from "./spool.ts";

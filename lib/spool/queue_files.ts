@@ -7,7 +7,7 @@
  * layout is known in one folder; spool.ts's write and commit path is not
  * involved. lib/control/queue_ops.ts builds hold/release/delete/list on it.
  */
-import { parseHeader } from "./spool.ts";
+import { checkSeal, parseHeader } from "./spool.ts";
 import { isQueueId } from "./queue_id.ts";
 import { parseJournal, replay } from "./records.ts";
 import type { MessageState } from "./records.ts";
@@ -38,10 +38,11 @@ export async function idsIn(dir: string): Promise<string[]> {
   return ids.sort();
 }
 
-/** Reads and replays the journal of the spool file at `path`. */
+/** Reads and replays the journal of the spool file at `path` (a sealed one's seal checked). */
 export async function loadFile(path: string, id: string): Promise<MessageState> {
   const bytes = await Deno.readFile(path);
   const header = parseHeader(bytes, id);
+  if (header.crc32 !== undefined) checkSeal(bytes, header, id);
   const state = replay(parseJournal(new TextDecoder().decode(bytes.subarray(header.journal))));
   if (state.envelope.id !== id) throw new Error(`Spool file ${id} holds another message`);
   return state;

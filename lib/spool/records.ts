@@ -99,6 +99,20 @@ export const TORN_MARK = "\t#torn";
 const encoder = new TextEncoder();
 
 /**
+ * Whether an append of `records` must be durable before the caller goes on.
+ * A deferral only says when to try again: losing it in a power loss makes
+ * the next attempt come earlier and count one attempt fewer (the queue
+ * lifetime runs from the envelope's `received`, a delay warning needs its
+ * own `notified` record, which is durable), so it needs no sync of its own
+ * and rides on the next one anyone makes. Postfix does not sync its deferral
+ * bookkeeping either. Results whose loss would deliver again (`delivered`,
+ * `failed`) or notify again (`notified`) must be synced.
+ */
+export function mustSync(records: JournalRecord[]): boolean {
+  return records.some((r) => r.t !== "deferred");
+}
+
+/**
  * The bytes of `records` as journal lines, each ending in "\n". Every record
  * is validated first, so the spool never writes a line it cannot read back.
  * JSON.stringify escapes CR, LF and other controls, so no envelope string
@@ -116,8 +130,9 @@ export function encodeRecords(records: JournalRecord[]): Uint8Array {
 /**
  * The records in a journal's text. A last line without "\n" is a torn write
  * and ignored (even if it parses: the writer never finished it); a complete
- * line ending in TORN_MARK is a torn write repaired by a later append and
- * ignored; any other line that is not a valid record throws, naming its line.
+ * line ending in TORN_MARK is a torn write repaired by a later append, and a
+ * line holding a NUL byte is a lost write: both ignored. Any other line that
+ * is not a valid record throws, naming its line.
  */
 export function parseJournal(text: string): JournalRecord[] {
   const lines = text.split("\n");
@@ -125,7 +140,9 @@ export function parseJournal(text: string): JournalRecord[] {
   const records: JournalRecord[] = [];
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
-    if (line.endsWith(TORN_MARK)) continue;
+    // A NUL byte is a write lost in a power loss (JSON.stringify never emits one): only an
+    // unsynced append (deferrals, mustSync) can be lost, so the line is skipped like a torn one.
+    if (line.endsWith(TORN_MARK) || line.includes("\0")) continue;
     let value: unknown;
     try {
       value = JSON.parse(line);

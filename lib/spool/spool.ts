@@ -1,12 +1,15 @@
 /**
  * The durable spool: one file per message holding a fixed-width header line,
  * the content (streamed in once) and the control journal after it. A message
- * is received into incoming/ and committed by fdatasync, rename into queue/
- * and a queue/ fsync, so anything in queue/ is complete and anything in
- * incoming/ at start-up is a crash leftover. One file rather than a data and
- * a control file because each file-system call costs a thread hand-off and
- * those calls bound the accept rate; see docs/spool.md for the measurements
- * and the crash-state table.
+ * is received into incoming/ and renamed into queue/; anything in incoming/
+ * at start-up is a crash leftover. A message written in one piece (the usual
+ * case) is sealed: its header carries a CRC-32 of header, content and
+ * envelope, so one sync after the rename commits it and a file that a crash
+ * left torn in queue/ is recognised on load (it never got a 250). A larger
+ * message is synced before its rename and again after it. One file rather
+ * than a data and a control file because each file-system call costs a
+ * thread hand-off and those calls bound the accept rate; see docs/spool.md
+ * for the measurements and the crash-state table.
  */
 
 import { Coalescer, DirSyncer, FsSyncer, syncDir, writeAll } from "./durable.ts";
@@ -16,10 +19,12 @@ import {
   type Envelope,
   type JournalRecord,
   type MessageState,
+  mustSync,
   parseJournal,
   replay,
   TORN_MARK,
 } from "./records.ts";
+import { crc32 } from "node:zlib";
 import { concatBytes } from "../sys/bytes.ts";
 import { metrics } from "../metrics/metrics.ts";
 
@@ -31,12 +36,20 @@ const READ_SIZE = 64 * 1024;
 /** load() reads this much first: a 2 KB message and its journal fit. */
 const FIRST_READ = 8 * 1024;
 const DIGITS = 12;
+/** Format 1: a message synced before its rename (streamed ones, and every file before format 2). */
 const MAGIC = "skiff-spool 1";
-/** Byte length of the header line; content starts right after it. */
+/** Format 2: sealed by a CRC-32, committed by one sync after its rename. */
+const MAGIC_SEALED = "skiff-spool 2";
+/** Byte length of a format-1 header line (the shortest); content starts right after it. */
 export const HEADER_LENGTH = formatHeader({ content: 0, length: 0, journal: 0 }).length;
-const HEADER_PATTERN = new RegExp(
-  `^${MAGIC} content=(\\d{${DIGITS}}) length=(\\d{${DIGITS}}) journal=(\\d{${DIGITS}})\\n$`,
-);
+/** Byte length of a sealed (format-2) header line. */
+export const SEALED_HEADER_LENGTH =
+  formatHeader({ content: 0, length: 0, journal: 0, crc32: 0 }).length;
+/** The sealed header's tail, ` crc32=` and 8 hex digits and "\n": not covered by its own CRC. */
+const CRC_FIELD_LENGTH = " crc32=00000000\n".length;
+const OFFSETS = `content=(\\d{${DIGITS}}) length=(\\d{${DIGITS}}) journal=(\\d{${DIGITS}})`;
+const HEADER_PATTERN = new RegExp(`^${MAGIC} ${OFFSETS}\\n$`);
+const SEALED_PATTERN = new RegExp(`^${MAGIC_SEALED} ${OFFSETS} crc32=([0-9a-f]{8})\\n$`);
 /** Written first when content outgrows the buffer; never parses as a header. */
 const PLACEHOLDER = `${MAGIC} content=${pad(HEADER_LENGTH)} length=${"-".repeat(DIGITS)} journal=${
   "-".repeat(DIGITS)
@@ -45,6 +58,9 @@ const PLACEHOLDER = `${MAGIC} content=${pad(HEADER_LENGTH)} length=${"-".repeat(
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const PLACEHOLDER_BYTES = encoder.encode(PLACEHOLDER);
+const SEALED_PREFIX = encoder.encode(MAGIC_SEALED + " ");
+/** Room kept for the header at the start of a writer's buffer (the longer, sealed one). */
+const HEAD_ROOM = SEALED_HEADER_LENGTH;
 const EMPTY = new Uint8Array(0);
 const NEWLINE = encoder.encode("\n");
 const TORN_REPAIR = encoder.encode(TORN_MARK + "\n");
@@ -65,6 +81,21 @@ export class SpoolCorruptError extends Error {
   }
 }
 
+/**
+ * A queue file that a crash left incomplete before its commit's sync: a
+ * sealed file whose CRC does not match or whose envelope line is cut short,
+ * or a file that is empty, cut inside a sealed header or has zeros in its
+ * header. Its message never got a 250 (the
+ * 250 waits for the sync that makes the seal hold), so it is not mail anyone
+ * was promised; the manager moves it out of queue/ like any corrupt file.
+ */
+export class SpoolTornError extends SpoolCorruptError {
+  constructor(id: string, message: string) {
+    super(id, message);
+    this.name = "SpoolTornError";
+  }
+}
+
 /** Byte offsets recorded in a spool file's header line. */
 export interface SpoolHeader {
   /** Offset of the first content byte. */
@@ -73,6 +104,12 @@ export interface SpoolHeader {
   length: number;
   /** Offset of the first journal byte (content end, plus "\n" if the content lacks one). */
   journal: number;
+  /**
+   * Sealed files (format 2) only: CRC-32 of the header line before its
+   * ` crc32=` field, then of the bytes from `content` to the end of the
+   * envelope line (the journal's first line).
+   */
+  crc32?: number;
 }
 
 /** Options for a Spool. */
@@ -202,15 +239,21 @@ export class Spool {
     try {
       // Most files are small: one short read gets header, content and journal.
       const first = await readUpTo(file, FIRST_READ);
-      let header: SpoolHeader;
-      try {
-        header = parseHeader(first, id);
-      } catch (e) {
-        throw new SpoolCorruptError(id, (e as Error).message);
-      }
+      const header = parseHeaderOf(first, id);
       const parts: Uint8Array[] = [];
       let more = first.length === FIRST_READ;
-      if (header.journal <= first.length) {
+      if (header.crc32 !== undefined) {
+        // Sealed: written in one piece (at most ~64 KB), so read it all and check the seal.
+        const whole = [first];
+        while (more) {
+          const chunk = await readUpTo(file, READ_SIZE);
+          whole.push(chunk);
+          more = chunk.length === READ_SIZE;
+        }
+        const bytes = concatBytes(whole);
+        checkSeal(bytes, header, id);
+        parts.push(bytes.subarray(header.journal));
+      } else if (header.journal <= first.length) {
         parts.push(first.subarray(header.journal));
       } else {
         await file.seek(header.journal, Deno.SeekMode.Start);
@@ -248,10 +291,10 @@ export class Spool {
     const file = await Deno.open(this.path(id), { read: true });
     let header: SpoolHeader;
     try {
-      header = parseHeader(await readUpTo(file, HEADER_LENGTH), id);
-      if (header.content !== HEADER_LENGTH) {
-        await file.seek(header.content, Deno.SeekMode.Start);
-      }
+      const head = await readUpTo(file, SEALED_HEADER_LENGTH);
+      header = parseHeader(head, id);
+      // A seek only moves the file position: synchronous, no thread hand-off.
+      if (header.content !== head.length) file.seekSync(header.content, Deno.SeekMode.Start);
     } catch (e) {
       file.close();
       throw e;
@@ -286,9 +329,10 @@ export class Spool {
 
   /**
    * Appends records in one write, then makes them durable: the journal is
-   * the truth. One appender at a time per message. If a crash tore the last
-   * line, the same write first completes it with TORN_MARK so parseJournal
-   * skips it. In syncfs mode the sync is shared with concurrent appends and
+   * the truth. Deferrals alone are not synced (records.ts, mustSync: losing
+   * one only brings the next attempt forward). One appender at a time per
+   * message. If a crash tore the last line, the same write first completes
+   * it with TORN_MARK so parseJournal skips it. In syncfs mode the sync is shared with concurrent appends and
    * commits (group commit); the seeks and the one-byte read of a page just
    * written are synchronous calls that never wait on the disk, so an append
    * costs two thread hand-offs (open, write) plus its share of a sync.
@@ -297,6 +341,7 @@ export class Spool {
     const path = this.path(id);
     if (records.length === 0) return;
     const lines = encodeRecords(records);
+    const durable = mustSync(records);
     const shared = this.#commitPath().data;
     const file = await Deno.open(path, { read: true, write: true });
     try {
@@ -306,6 +351,7 @@ export class Spool {
       const last = new Uint8Array(1);
       if (file.readSync(last) !== 1) throw new Error(`Spool file ${id} could not be read`);
       await writeAll(file, last[0] === NEWLINE[0] ? lines : concatBytes([TORN_REPAIR, lines]));
+      if (!durable) return;
       if (!shared) {
         await file.syncData();
         metrics.fsync("data");
@@ -367,9 +413,12 @@ export class SpoolWriter {
   #partial: string;
   #final: string;
   #commits: () => Commits;
-  /** Content waiting to be written; the first HEADER_LENGTH bytes are kept for the header. */
+  /**
+   * Content waiting to be written; the first HEAD_ROOM bytes are kept for
+   * the header (a sealed one fills them; a format-1 one, shorter, ends at HEAD_ROOM).
+   */
   #buf: Uint8Array;
-  #used = HEADER_LENGTH;
+  #used = HEAD_ROOM;
   #length = 0;
   #lastByte = -1;
   /** The partial file may exist (a create was attempted). */
@@ -422,11 +471,15 @@ export class SpoolWriter {
   }
 
   /**
-   * Writes the envelope record, makes the file durable, renames it
-   * incoming/→queue/ and makes the rename durable. The message is durable
-   * (say 250) once this resolves; if it rejects, the partial file is gone
-   * unless the rename already happened. In syncfs mode both syncs are shared
-   * with every concurrent commit (group commit, docs/spool.md).
+   * Writes the envelope record, renames the file incoming/→queue/ and makes
+   * both durable. The message is durable (say 250) once this resolves; if it
+   * rejects, the partial file is gone unless the rename already happened. A
+   * message that fit the buffer is written sealed (format 2) in one call and,
+   * in syncfs mode, committed by one syncfs after the rename: a crash before
+   * that sync ends can leave a torn file in queue/, which load() recognises by
+   * its seal. A streamed one is synced before the rename and again after it.
+   * In syncfs mode every sync is shared with concurrent commits (group
+   * commit, docs/spool.md).
    */
   async commit(envelope: Envelope): Promise<void> {
     this.#enter("commit");
@@ -442,37 +495,18 @@ export class SpoolWriter {
       }
       const record = encodeRecords([{ t: "envelope", ...envelope }]);
       const sep = this.#length > 0 && this.#lastByte !== NEWLINE[0] ? 1 : 0;
-      const header = encoder.encode(formatHeader({
-        content: HEADER_LENGTH,
-        length: this.#length,
-        journal: HEADER_LENGTH + this.#length + sep,
-      }));
       const commits = this.#commits();
       this.#reserve(this.#used + sep + record.length);
       if (sep) this.#buf[this.#used++] = NEWLINE[0];
       this.#buf.set(record, this.#used);
       this.#used += record.length;
-      if (this.#file === null) {
-        this.#buf.set(header, 0);
-        const exists = this.#created;
-        this.#created = true;
-        const data = this.#buf.subarray(0, this.#used);
-        await writeNew(this.#partial, data, { syncData: commits.data === null, exists });
-      } else {
-        const file = this.#file;
-        await writeAll(file, this.#buf.subarray(HEADER_LENGTH, this.#used));
-        file.seekSync(0, Deno.SeekMode.Start);
-        await writeAll(file, header);
-        if (commits.data === null) {
-          await file.syncData();
-          metrics.fsync("data");
-        }
-        file.close();
-        this.#file = null;
-      }
+      const sealed = this.#file === null;
+      if (sealed) await this.#writeSealed(sep, commits.data === null);
+      else await this.#finishStreamed(sep, commits.data === null);
       this.#state = "closed";
       this.#buf = EMPTY;
-      if (commits.data !== null) await commits.data.sync();
+      // A sealed file needs no sync before its rename: one after it covers both.
+      if (commits.data !== null && !sealed) await commits.data.sync();
       await Deno.rename(this.#partial, this.#final);
       renamed = true;
       await commits.dir();
@@ -481,6 +515,44 @@ export class SpoolWriter {
       if (!renamed) await this.#discard();
       throw e;
     }
+  }
+
+  /** Writes the whole file at once with a sealed header: one writeFile (or open, write, fdatasync). */
+  async #writeSealed(sep: number, syncData: boolean): Promise<void> {
+    const h: SpoolHeader = {
+      content: SEALED_HEADER_LENGTH,
+      length: this.#length,
+      journal: SEALED_HEADER_LENGTH + this.#length + sep,
+    };
+    const bytes = this.#buf.subarray(0, this.#used);
+    // The CRC's header part is the line before its crc32 field, which does not depend on it.
+    bytes.set(encoder.encode(formatHeader({ ...h, crc32: 0 })), 0);
+    h.crc32 = sealOf(bytes, h, this.#used);
+    bytes.set(encoder.encode(formatHeader(h)), 0);
+    const exists = this.#created;
+    this.#created = true;
+    await writeNew(this.#partial, bytes, { syncData, exists });
+  }
+
+  /** Writes the tail of a streamed file, then its real format-1 header over the placeholder. */
+  async #finishStreamed(sep: number, syncData: boolean): Promise<void> {
+    const file = this.#file!;
+    await writeAll(file, this.#buf.subarray(HEAD_ROOM, this.#used));
+    file.seekSync(0, Deno.SeekMode.Start);
+    await writeAll(
+      file,
+      encoder.encode(formatHeader({
+        content: HEADER_LENGTH,
+        length: this.#length,
+        journal: HEADER_LENGTH + this.#length + sep,
+      })),
+    );
+    if (syncData) {
+      await file.syncData();
+      metrics.fsync("data");
+    }
+    file.close();
+    this.#file = null;
   }
 
   /** Closes and deletes the partial file; does nothing after commit(). */
@@ -513,12 +585,14 @@ export class SpoolWriter {
       const exists = this.#created;
       this.#created = true;
       this.#file = await Deno.open(this.#partial, openNew(exists));
-      this.#buf.set(PLACEHOLDER_BYTES, 0);
-      await writeAll(this.#file, this.#buf.subarray(0, this.#used));
+      // Streamed files are format 1: the shorter header ends where the content starts.
+      const at = HEAD_ROOM - HEADER_LENGTH;
+      this.#buf.set(PLACEHOLDER_BYTES, at);
+      await writeAll(this.#file, this.#buf.subarray(at, this.#used));
     } else {
-      await writeAll(this.#file, this.#buf.subarray(HEADER_LENGTH, this.#used));
+      await writeAll(this.#file, this.#buf.subarray(HEAD_ROOM, this.#used));
     }
-    this.#used = HEADER_LENGTH;
+    this.#used = HEAD_ROOM;
   }
 
   async #discard(): Promise<void> {
@@ -560,21 +634,104 @@ async function writeNew(
   }
 }
 
-/** The header line for the given offsets (fixed width: 12 digits each). */
+/**
+ * The header line for the given offsets (fixed width: 12 digits each); with
+ * `crc32`, the sealed (format-2) line.
+ */
 export function formatHeader(h: SpoolHeader): string {
-  return `${MAGIC} content=${pad(h.content)} length=${pad(h.length)} journal=${pad(h.journal)}\n`;
+  const offsets = `content=${pad(h.content)} length=${pad(h.length)} journal=${pad(h.journal)}`;
+  if (h.crc32 === undefined) return `${MAGIC} ${offsets}\n`;
+  return `${MAGIC_SEALED} ${offsets} crc32=${h.crc32.toString(16).padStart(8, "0")}\n`;
 }
 
-/** Parses the header line at the start of `bytes`, or throws naming `id`. */
+/** Parses the header line (either format) at the start of `bytes`, or throws naming `id`. */
 export function parseHeader(bytes: Uint8Array, id = "?"): SpoolHeader {
-  const line = decoder.decode(bytes.subarray(0, HEADER_LENGTH));
-  const m = HEADER_PATTERN.exec(line);
+  const sealed = startsWith(bytes, SEALED_PREFIX);
+  const size = sealed ? SEALED_HEADER_LENGTH : HEADER_LENGTH;
+  const m = (sealed ? SEALED_PATTERN : HEADER_PATTERN).exec(
+    decoder.decode(bytes.subarray(0, size)),
+  );
   if (!m) throw new Error(`Spool file ${id} has no valid header (incomplete or not a spool file)`);
-  const h = { content: Number(m[1]), length: Number(m[2]), journal: Number(m[3]) };
-  if (h.content < HEADER_LENGTH || h.journal < h.content + h.length) {
+  const h: SpoolHeader = { content: Number(m[1]), length: Number(m[2]), journal: Number(m[3]) };
+  if (sealed) h.crc32 = parseInt(m[4], 16);
+  if (h.content < size || h.journal < h.content + h.length) {
     throw new Error(`Spool file ${id} has inconsistent header offsets`);
   }
   return h;
+}
+
+/**
+ * parseHeader for load(): a file that is empty, cut inside a sealed header
+ * or has zeros in its header is what a crash leaves of a file whose data
+ * had not all reached the disk when its rename did (SpoolTornError); any
+ * other bad header is corruption.
+ */
+function parseHeaderOf(bytes: Uint8Array, id: string): SpoolHeader {
+  try {
+    return parseHeader(bytes, id);
+  } catch (e) {
+    const head = bytes.subarray(0, SEALED_HEADER_LENGTH);
+    const cut = head.length < SEALED_HEADER_LENGTH &&
+      startsWith(SEALED_PREFIX, head.subarray(0, SEALED_PREFIX.length));
+    if (head.length === 0 || head.includes(0) || cut) {
+      throw new SpoolTornError(
+        id,
+        `Spool file ${id} is ${
+          head.length === 0 ? "empty" : cut ? "shorter than its header" : "zero-filled"
+        }: torn by a crash before its commit completed (never acknowledged)`,
+      );
+    }
+    throw new SpoolCorruptError(id, (e as Error).message);
+  }
+}
+
+/** The CRC-32 that seals a file: header line up to its crc32 field, content, envelope line. */
+export function sealOf(bytes: Uint8Array, h: SpoolHeader, envelopeEnd: number): number {
+  const head = bytes.subarray(0, SEALED_HEADER_LENGTH - CRC_FIELD_LENGTH);
+  return crc32(bytes.subarray(h.content, envelopeEnd), crc32(head));
+}
+
+/**
+ * Checks a sealed file's CRC over `bytes` (the file from its start), or
+ * throws SpoolTornError: a crash before the commit's sync can leave the
+ * renamed file short, zero-filled or holding stale blocks, and the seal is
+ * what tells such a file (never acknowledged) from a committed one.
+ */
+export function checkSeal(bytes: Uint8Array, h: SpoolHeader, id = "?"): void {
+  const end = bytes.indexOf(NEWLINE[0], h.journal);
+  const why = end < 0
+    ? "its envelope line is incomplete"
+    : sealOf(bytes, h, end + 1) !== h.crc32
+    ? "its CRC-32 does not match"
+    : null;
+  if (why === null) return;
+  throw new SpoolTornError(
+    id,
+    `Spool file ${id} fails its seal (${why}): torn by a crash before its commit completed ` +
+      "(never acknowledged), or changed since it was written",
+  );
+}
+
+/**
+ * A sealed file's bytes with its CRC-32 computed again, for a tool (or a
+ * test) that edits a queue file on purpose; format-1 bytes come back as
+ * they are. Throws if the bytes have no envelope line.
+ */
+export function reseal(bytes: Uint8Array): Uint8Array {
+  const h = parseHeader(bytes);
+  if (h.crc32 === undefined) return bytes;
+  const end = bytes.indexOf(NEWLINE[0], h.journal);
+  if (end < 0) throw new Error("Spool file has no complete envelope line to seal");
+  const out = bytes.slice();
+  const hex = sealOf(out, h, end + 1).toString(16).padStart(8, "0");
+  out.set(encoder.encode(hex), SEALED_HEADER_LENGTH - 9);
+  return out;
+}
+
+function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
+  if (bytes.length < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return false;
+  return true;
 }
 
 function pad(n: number): string {
