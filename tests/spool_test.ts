@@ -509,3 +509,21 @@ Deno.test("syncfs group commit: concurrent sealed commits share one sync after t
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("loadWithContent gives a sealed message's content from the read that got its journal; a big one's is null", async () => {
+  await withSpool(async (spool) => {
+    const small = await store(spool, MESSAGE);
+    await spool.append(small, [
+      { t: "deferred", rcpt: 0, at: 1, until: 2, dsn: "4.4.1", text: "later" },
+    ]);
+    const got = await spool.loadWithContent(small);
+    assert.deepEqual(got.content, MESSAGE);
+    assert.deepEqual(got.state, await spool.load(small));
+    assert.equal(got.state.recipients[0].attempts, 1);
+    const big = new Uint8Array(200 * 1024).fill(0x61);
+    const id = await store(spool, big, 65536);
+    const bigLoad = await spool.loadWithContent(id);
+    assert.equal(bigLoad.content, null);
+    assert.equal(bigLoad.state.envelope.size, big.length);
+  });
+});

@@ -73,7 +73,8 @@ export async function dispatch(
   id: string,
   forced: boolean,
 ): Promise<MessageState> {
-  let state = await deps.spool.load(id);
+  const loaded = await deps.spool.loadWithContent(id);
+  let state = loaded.state;
   if (!state.done) state = await expire(deps, state);
   const now = deps.now();
   const due = state.recipients.filter((r) =>
@@ -87,7 +88,12 @@ export async function dispatch(
     // Opened before any delivery starts, so that none of the open's file-system
     // calls falls between a peer's 250 and the write of its record.
     await using appender = await Appender.open(deps, state);
-    const head = await readHead(deps, state);
+    const head = loaded.content
+      ? {
+        first: loaded.content,
+        whole: loaded.content.length === state.envelope.size ? loaded.content : null,
+      }
+      : await readHead(deps, state);
     if (countReceived(headerOf(head.first)) > deps.cfg.delivery.maxReceived) {
       await appender.add(due.map((r) => ({
         t: "failed",
@@ -239,7 +245,6 @@ async function expire(deps: DispatchDeps, state: MessageState): Promise<MessageS
   return applyRecords(state, records);
 }
 
-/** RFC 5321 §6.3: too many Received headers means a loop. */
 /**
  * The content's first chunk, for the loop check (its Received headers), and
  * the whole content when that chunk is all of it (most mail): local jobs

@@ -234,8 +234,19 @@ export class Spool {
 
   /** Reads the journal (not the content) and replays it. */
   async load(id: string): Promise<MessageState> {
+    return (await this.loadWithContent(id)).state;
+  }
+
+  /**
+   * load(), plus the content when the read that got the journal held all of
+   * it (every sealed file, and small old-format ones): a delivery pass then
+   * needs no second open of the file to see the message (null otherwise:
+   * use content()).
+   */
+  async loadWithContent(id: string): Promise<{ state: MessageState; content: Uint8Array | null }> {
     const file = await Deno.open(this.path(id), { read: true });
     let journal: Uint8Array;
+    let content: Uint8Array | null = null;
     try {
       // Most files are small: one short read gets header, content and journal.
       const first = await readUpTo(file, FIRST_READ);
@@ -253,8 +264,10 @@ export class Spool {
         const bytes = concatBytes(whole);
         checkSeal(bytes, header, id);
         parts.push(bytes.subarray(header.journal));
+        content = bytes.subarray(header.content, header.content + header.length);
       } else if (header.journal <= first.length) {
         parts.push(first.subarray(header.journal));
+        content = first.subarray(header.content, header.content + header.length);
       } else {
         await file.seek(header.journal, Deno.SeekMode.Start);
         more = true;
@@ -280,7 +293,7 @@ export class Spool {
         `Spool file ${id} holds the envelope of ${JSON.stringify(state.envelope.id)}`,
       );
     }
-    return state;
+    return { state, content };
   }
 
   /**
