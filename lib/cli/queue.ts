@@ -9,7 +9,7 @@
  * running the work is done by it, over the control socket.
  */
 import type { Config } from "../config/types.ts";
-import { ControlError } from "../control/client.ts";
+import { ControlDenied, ControlError } from "../control/client.ts";
 import type { QueueOp, Selection } from "../control/protocol.ts";
 import type { OpResult, QueueEntry, showMessage } from "../control/queue_ops.ts";
 import { isQueueId } from "../spool/queue_id.ts";
@@ -110,7 +110,9 @@ async function list(cfg: Config, args: string[]): Promise<number> {
     await streamListing(cfg, json ? jsonSink("skiff queue list") : mailqSink("skiff queue list"));
   } catch (err) {
     if (err instanceof Deno.errors.BrokenPipe) return EX_OK; // the reader had enough
-    if (!(err instanceof Deno.errors.PermissionDenied)) throw err;
+    if (!(err instanceof Deno.errors.PermissionDenied) && !(err instanceof ControlDenied)) {
+      throw err;
+    }
     console.error(
       `skiff queue list: cannot read the queue in ${cfg.spoolDir} (${err.message}); ` +
         "only root and the user skiff runs as may list it",

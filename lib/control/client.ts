@@ -11,6 +11,9 @@ import { type ControlReply, type ControlRequest, controlSocketPath } from "./pro
 /** Raised when the manager answered with an error, or broke off. */
 export class ControlError extends Error {}
 
+/** Raised when this user may not reach the control socket (only root and skiff's user may). */
+export class ControlDenied extends ControlError {}
+
 /** Longest reply line read (a `queue show` of a message with a long history fits). */
 const MAX_LINE = 16 * 1024 * 1024;
 
@@ -133,6 +136,8 @@ function exchange(
       if (!connected && (err.code === "ENOENT" || err.code === "ECONNREFUSED")) {
         finish();
         resolve(null);
+      } else if (err.code === "EACCES" || err.code === "EPERM") {
+        fail(new ControlDenied(`Control socket ${path}: ${err.message}`));
       } else fail(new ControlError(`Control socket ${path}: ${err.message}`));
     });
     socket.on("close", () => {

@@ -17,8 +17,10 @@
  */
 import { setImmediate } from "node:timers";
 import { parseHeader } from "../spool/spool.ts";
-import { holdDir, idsIn, queueDir } from "../spool/queue_files.ts";
-import { type MessageState, parseJournal, replay } from "../spool/records.ts";
+import { isQueueId } from "../spool/queue_id.ts";
+import { holdDir, queueDir } from "../spool/queue_files.ts";
+import type { MessageState } from "../spool/records.ts";
+import { listedRecipients, summarizeJournal } from "./journal_summary.ts";
 
 /** Where a message is: Postfix's queue names. */
 export type QueueName = "active" | "deferred" | "incoming" | "hold";
@@ -119,8 +121,8 @@ export async function* streamQueue(
   spoolDir: string,
   opts: ListOptions = {},
 ): AsyncGenerator<ListItem[]> {
-  const queued = await idsIn(queueDir(spoolDir));
-  const held = await idsIn(holdDir(spoolDir));
+  const queued = await listIds(queueDir(spoolDir));
+  const held = await listIds(holdDir(spoolDir));
   const sliceFiles = Math.max(1, opts.sliceFiles ?? SLICE_FILES);
   const buf = new Uint8Array(FIRST_READ);
   let q = 0;
@@ -139,8 +141,36 @@ export async function* streamQueue(
       if (performance.now() - started > SLICE_MS) break;
     }
     if (out.length > 0) yield out;
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    await nextTurn();
   }
+}
+
+/** Directory entries taken between two turns of the event loop. */
+const DIR_SLICE = 4096;
+
+/**
+ * Queue ids in a directory (validated names only), sorted; [] when it does
+ * not exist. Like the spool's idsIn, but gives the event loop a turn every
+ * DIR_SLICE names: the entries of 100,000 files otherwise came as one
+ * unbroken run of microtasks (a 150-280 ms pause here under load).
+ */
+async function listIds(dir: string): Promise<string[]> {
+  const ids: string[] = [];
+  try {
+    let n = 0;
+    for await (const e of Deno.readDir(dir)) {
+      if (e.isFile && isQueueId(e.name)) ids.push(e.name);
+      if (++n % DIR_SLICE === 0) await nextTurn();
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  return ids.sort();
+}
+
+/** Resolves on the next turn of the event loop (timers and sockets run first). */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** Collects a whole listing (small queues, the status page's snapshot). */
@@ -165,11 +195,22 @@ function readItem(
     return { queue_id: id, error: (err as Error).message };
   }
   try {
-    const state = replay(parseJournal(text));
-    if (state.envelope.id !== id) {
-      throw new Error(`holds the envelope of ${JSON.stringify(state.envelope.id)}`);
-    }
-    return entryOf({ id, held, state }, active);
+    const s = summarizeJournal(text);
+    if (s.id !== id) throw new Error(`holds the envelope of ${JSON.stringify(s.id)}`);
+    return {
+      queue_name: held
+        ? "hold"
+        : active.has(id)
+        ? "active"
+        : s.recipients.some((r) => r.status === "deferred")
+        ? "deferred"
+        : "incoming",
+      queue_id: id,
+      arrival_time: Math.floor(s.received / 1000),
+      message_size: s.size,
+      sender: s.from,
+      recipients: listedRecipients(s),
+    };
   } catch (err) {
     return { queue_id: id, error: `Spool file ${id}: ${(err as Error).message}` };
   }
