@@ -2,8 +2,9 @@
  * The control socket of a running manager (Postfix's public/qmgr and
  * showq, in one): a unix socket inside the spool directory, mode 0600, so
  * only the manager's own user (and root) can reach it. Each connection
- * carries one JSON request line and gets one JSON reply line. Requests are
- * checked against a closed set before anything runs.
+ * carries one JSON request line and gets one JSON reply line (or, for a
+ * listing, a streamed reply: StreamedReply). Requests are checked against a
+ * closed set before anything runs.
  */
 import * as net from "node:net";
 import { closeOnExecAll } from "../sys/cloexec.ts";
