@@ -133,6 +133,18 @@ Deno.test("summarizeJournal names what is wrong with a bad journal", () => {
   for (const [text, re] of bad) assert.throws(() => summarizeJournal(text), re, text);
 });
 
+/** Sends one raw request and reads the manager's whole answer. */
+function ask(path: string, request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ path }, () => s.write(request));
+    let out = "";
+    s.setEncoding("utf8");
+    s.on("data", (d: string) => out += d);
+    s.on("close", () => resolve(out));
+    s.on("error", reject);
+  });
+}
+
 /** Sends a list request and hangs up after the first bytes of the answer. */
 function hangUpMidway(path: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -186,8 +198,27 @@ Deno.test({
         ),
       );
 
-      // Clients that hang up midway: the manager stops that listing and goes on serving.
+      // The wire: a line per message (no "ok"), then the end line with the totals.
       const sock = `${dir}/spool/control.sock`;
+      const raw = (await ask(sock, '{"cmd":"queue","op":"list"}\n')).trimEnd().split("\n");
+      assert.equal(raw.length, 2521);
+      assert.ok(raw.slice(0, -1).every((l) => !Object.hasOwn(JSON.parse(l), "ok")));
+      const end = JSON.parse(raw.at(-1)!);
+      assert.deepEqual(
+        { ...end, oldest: undefined },
+        {
+          ok: true,
+          end: true,
+          count: 2520,
+          bytes: entries.reduce((n, e) => n + e.message_size, 0),
+          unreadable: 0,
+          queues: { active: 0, deferred: 2500, incoming: 0, hold: 20 },
+          oldest: undefined,
+        },
+      );
+      assert.equal(end.oldest.queue_id, made[0]);
+
+      // Clients that hang up midway: the manager stops that listing and goes on serving.
       for (let i = 0; i < 5; i++) assert.ok((await hangUpMidway(sock)) > 0);
       const st = await runSkiff(["--config", cfg, "status", "--json"]);
       const status = JSON.parse(st.stdout);

@@ -6,9 +6,9 @@
  * the manager's user: others get a clear refusal (exit 77), not a stack trace.
  */
 import type { Config } from "../config/types.ts";
-import { ControlError } from "../control/client.ts";
+import { ControlDenied, ControlError } from "../control/client.ts";
 import { countMaildrop } from "../control/status.ts";
-import { EX_NOPERM, EX_OK } from "../sys/exit_codes.ts";
+import { EX_NOPERM, EX_OK, EX_SOFTWARE } from "../sys/exit_codes.ts";
 import { mailqSink, out, streamListing } from "./queue_list.ts";
 
 /** Prints the queue; returns the exit code. */
@@ -28,7 +28,14 @@ export async function mailq(cfg: Config): Promise<number> {
     return EX_OK;
   } catch (err) {
     if (err instanceof Deno.errors.BrokenPipe) return EX_OK; // `mailq | head` had enough
-    if (!(err instanceof ControlError) && !(err instanceof Deno.errors.PermissionDenied)) throw err;
+    if (err instanceof ControlError && !(err instanceof ControlDenied)) {
+      // Reached the manager, which refused or broke off midway (stopped while listing).
+      console.error(`mailq: the manager could not list the queue: ${err.message}`);
+      return EX_SOFTWARE;
+    }
+    if (!(err instanceof ControlDenied) && !(err instanceof Deno.errors.PermissionDenied)) {
+      throw err;
+    }
     console.error(
       `mailq: cannot read the queue in ${cfg.spoolDir} (${(err as Error).message}); ` +
         "only root and the user skiff runs as may list it",
