@@ -1,35 +1,36 @@
 /**
  * `skiff queue`: the operator's view and handles on the queue, like
- * Postfix's postqueue and postsuper. `list [--json]` prints the queue (JSON:
- * one object per message per line, like `postqueue -j`); `show ID` prints
+ * Postfix's postqueue and postsuper. `list [--json]` prints the queue as it
+ * streams in (JSON: one object per message per line, like `postqueue -j`;
+ * lib/cli/queue_list.ts); `show ID` prints
  * the envelope and each recipient's history; `hold`, `release`, `delete`
  * and `retry` take ids, `--domain DOMAIN` (messages with an open recipient
  * there) or `--all`, and say how many messages they changed. With a manager
  * running the work is done by it, over the control socket.
  */
 import type { Config } from "../config/types.ts";
-import { ControlError } from "../control/client.ts";
+import { ControlDenied, ControlError } from "../control/client.ts";
 import type { QueueOp, Selection } from "../control/protocol.ts";
-import {
-  applyQueueOp,
-  listQueue,
-  type OpResult,
-  type QueueEntry,
-  showMessage,
-} from "../control/queue_ops.ts";
+import type { OpResult, QueueEntry, showMessage } from "../control/queue_ops.ts";
 import { isQueueId } from "../spool/queue_id.ts";
 import type { Envelope } from "../spool/records.ts";
 import {
   EX_CONFIG,
   EX_NOINPUT,
+  EX_NOPERM,
   EX_OK,
   EX_SOFTWARE,
   EX_TEMPFAIL,
   EX_USAGE,
 } from "../sys/exit_codes.ts";
-import { LOCKED_MESSAGE, oneShotPass, viaManager } from "./manager_link.ts";
-import { prepareQueueRun } from "../privsep/queue_run.ts";
-import { tryLockSpool } from "./spool_lock.ts";
+import {
+  jsonSink,
+  MAILQ_HEADER,
+  mailqEntry,
+  mailqFooter,
+  mailqSink,
+  streamListing,
+} from "./queue_list.ts";
 
 const USAGE = `Usage: skiff queue list [--json]
        skiff queue show ID [--json]
@@ -98,19 +99,6 @@ export async function queueCommand(cfg: Config, argv: string[]): Promise<number>
   }
 }
 
-/** The queue, from the manager (which knows what is active) or the spool. */
-export async function fetchQueue(cfg: Config): Promise<QueueEntry[] | null> {
-  const r = await viaManager(
-    cfg,
-    { cmd: "queue", op: "list", select: {} },
-    (hooks) => listQueue(cfg.spoolDir, hooks),
-  );
-  if (r.via === "manager") return r.reply.messages as QueueEntry[];
-  if (r.via === "spool") return r.value;
-  // A queue run holds the lock: reading is still safe, only without "active" marks.
-  return await listQueue(cfg.spoolDir);
-}
-
 async function list(cfg: Config, args: string[]): Promise<number> {
   const json = args.includes("--json");
   const bad = args.find((a) => a !== "--json");
@@ -118,11 +106,18 @@ async function list(cfg: Config, args: string[]): Promise<number> {
     console.error(`skiff queue list: unknown option ${bad}\n${USAGE}`);
     return EX_USAGE;
   }
-  const entries = (await fetchQueue(cfg)) ?? [];
-  if (json) {
-    for (const e of entries) console.log(JSON.stringify(e));
-  } else {
-    console.log(formatMailq(entries));
+  try {
+    await streamListing(cfg, json ? jsonSink("skiff queue list") : mailqSink("skiff queue list"));
+  } catch (err) {
+    if (err instanceof Deno.errors.BrokenPipe) return EX_OK; // the reader had enough
+    if (!(err instanceof Deno.errors.PermissionDenied) && !(err instanceof ControlDenied)) {
+      throw err;
+    }
+    console.error(
+      `skiff queue list: cannot read the queue in ${cfg.spoolDir} (${err.message}); ` +
+        "only root and the user skiff runs as may list it",
+    );
+    return EX_NOPERM;
   }
   return EX_OK;
 }
@@ -141,6 +136,9 @@ async function show(cfg: Config, args: string[]): Promise<number> {
     );
     return EX_USAGE;
   }
+  // Loaded here, not at the top: `queue list` should not pay for the queue manager's code.
+  const { viaManager } = await import("./manager_link.ts");
+  const { showMessage } = await import("../control/queue_ops.ts");
   const r = await viaManager(
     cfg,
     { cmd: "queue", op: "show", select: { ids } },
@@ -165,6 +163,8 @@ async function change(
   op: Exclude<QueueOp, "list" | "show">,
   sel: Selection,
 ): Promise<number> {
+  const { LOCKED_MESSAGE, oneShotPass, viaManager } = await import("./manager_link.ts");
+  const { applyQueueOp } = await import("../control/queue_ops.ts");
   const r = await viaManager(cfg, { cmd: "queue", op, select: sel }, async (hooks) => {
     const res = await applyQueueOp(cfg.spoolDir, op, sel, hooks);
     return res;
@@ -178,6 +178,8 @@ async function change(
   for (const id of res.ids) console.log(`  ${id}`);
   if (op === "retry" && r.via === "spool" && res.count > 0) {
     // No manager: "retry now" means a queue pass for these messages, here.
+    const { prepareQueueRun } = await import("../privsep/queue_run.ts");
+    const { tryLockSpool } = await import("./spool_lock.ts");
     try {
       await prepareQueueRun(cfg);
     } catch (err) {
@@ -199,34 +201,16 @@ async function change(
   return EX_OK;
 }
 
-function arrival(sec: number): string {
-  const d = new Date(sec * 1000);
-  return d.toUTCString().replace(/^(\w+), (\d+) (\w+) \d+ ([\d:]+) GMT$/, "$1 $3 $2 $4");
-}
-
-/** The Postfix mailq layout: `*` marks active messages, `!` held ones. */
+/** The Postfix mailq layout of a whole listing (small queues; mailq itself streams). */
 export function formatMailq(entries: QueueEntry[]): string {
   if (entries.length === 0) return "Mail queue is empty";
-  const out = ["-Queue ID-         --Size-- ----Arrival Time---- -Sender/Recipient-------"];
   let bytes = 0;
+  let text = MAILQ_HEADER + "\n";
   for (const e of entries) {
     bytes += e.message_size;
-    const mark = e.queue_name === "active" ? "*" : e.queue_name === "hold" ? "!" : " ";
-    out.push(
-      `${e.queue_id}${mark} ${String(e.message_size).padStart(8)} ${
-        arrival(e.arrival_time).padEnd(20)
-      } ${e.sender || "MAILER-DAEMON"}`,
-    );
-    for (const r of e.recipients) {
-      if (r.status !== "pending" && r.status !== "deferred") continue;
-      if (r.delay_reason) out.push(`${" ".repeat(49)}(${r.delay_reason.slice(0, 200)})`);
-      out.push(`${" ".repeat(49)}${r.address}`);
-    }
-    out.push("");
+    text += mailqEntry(e);
   }
-  const n = entries.length;
-  out.push(`-- ${Math.ceil(bytes / 1024)} Kbytes in ${n} Request${n === 1 ? "" : "s"}.`);
-  return out.join("\n");
+  return text + mailqFooter(entries.length, bytes);
 }
 
 function formatShow(m: QueueEntry & { envelope: Envelope; history: unknown[] }) {

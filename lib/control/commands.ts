@@ -8,8 +8,9 @@ import type { Config } from "../config/types.ts";
 import type { QueueManager } from "../queue/manager.ts";
 import { VERSION } from "../version.ts";
 import type { ControlRequest } from "./protocol.ts";
-import { applyQueueOp, listQueue, type QueueHooks, showMessage } from "./queue_ops.ts";
-import type { ControlHandler } from "./server.ts";
+import { addToTotals, emptyTotals, type ListItem, streamQueue } from "./queue_list.ts";
+import { applyQueueOp, type QueueHooks, showMessage } from "./queue_ops.ts";
+import { type ControlHandler, StreamedReply } from "./server.ts";
 import { spoolStatus } from "./status.ts";
 
 /** What the handler needs from the running manager. */
@@ -66,7 +67,7 @@ export function managerHandler(ctx: ManagerContext): ControlHandler {
       case "queue":
         switch (req.op) {
           case "list":
-            return { messages: await listQueue(spoolDir, hooks) };
+            return listing(spoolDir, hooks);
           case "show":
             return { message: await showMessage(spoolDir, req.select.ids?.[0] ?? "", hooks) };
           default:
@@ -74,4 +75,16 @@ export function managerHandler(ctx: ManagerContext): ControlHandler {
         }
     }
   };
+}
+
+/** `queue list` as a streamed reply: a line per message, then the totals. */
+function listing(spoolDir: string, hooks: QueueHooks): StreamedReply {
+  const totals = emptyTotals();
+  async function* items(): AsyncGenerator<ListItem[]> {
+    for await (const slice of streamQueue(spoolDir, { activeIds: () => hooks.activeIds() })) {
+      for (const item of slice) addToTotals(totals, item);
+      yield slice;
+    }
+  }
+  return new StreamedReply(items(), () => ({ ...totals }));
 }

@@ -1,6 +1,8 @@
 /**
  * The control socket's wire format: one JSON request line from the client,
- * one JSON reply line from the manager, then the manager closes. Requests
+ * one JSON reply line from the manager, then the manager closes. `queue
+ * list` is the exception: a line per message (no "ok" key), then an end
+ * line with "ok" and the totals (docs/operations.md, "Control socket"). Requests
  * are a closed set of commands (checked, never used to build a method name);
  * anything else is answered with an error reply.
  */

@@ -22,6 +22,7 @@ import {
 import { logEvent } from "../log/log.ts";
 import { domainOf } from "../mail/address.ts";
 import type { QueueOp, Selection } from "./protocol.ts";
+import { entryOf, type Found, isUnreadable, type QueueEntry, streamQueue } from "./queue_list.ts";
 
 /** What queue operations need from a running scheduler (no-ops without one). */
 export interface QueueHooks {
@@ -43,33 +44,7 @@ export const NO_SCHEDULER: QueueHooks = {
   activeIds: () => new Set(),
 };
 
-/** Where a message is: Postfix's queue names. */
-export type QueueName = "active" | "deferred" | "incoming" | "hold";
-
-/** One message as `skiff queue list --json` prints it (like `postqueue -j`). */
-export interface QueueEntry {
-  queue_name: QueueName;
-  queue_id: string;
-  /** Epoch seconds. */
-  arrival_time: number;
-  message_size: number;
-  sender: string;
-  recipients: {
-    address: string;
-    status: string;
-    delay_reason?: string;
-    attempts: number;
-    /** Epoch seconds of the next attempt, for deferred recipients. */
-    next_attempt?: number;
-  }[];
-}
-
-/** A message found in queue/ or hold/. */
-interface Found {
-  id: string;
-  held: boolean;
-  state: MessageState;
-}
+export type { QueueEntry, QueueName } from "./queue_list.ts";
 
 /** Every readable message in queue/ and hold/ (files removed while we look are skipped). */
 async function scanAll(spoolDir: string): Promise<Found[]> {
@@ -94,35 +69,17 @@ async function scanAll(spoolDir: string): Promise<Found[]> {
   );
 }
 
-function entryOf(f: Found, active: Set<string>): QueueEntry {
-  const open = f.state.recipients.filter((r) => r.status === "pending" || r.status === "deferred");
-  const queueName: QueueName = f.held
-    ? "hold"
-    : active.has(f.id)
-    ? "active"
-    : open.some((r) => r.status === "deferred")
-    ? "deferred"
-    : "incoming";
-  return {
-    queue_name: queueName,
-    queue_id: f.id,
-    arrival_time: Math.floor(f.state.envelope.received / 1000),
-    message_size: f.state.envelope.size,
-    sender: f.state.envelope.from,
-    recipients: f.state.recipients.map((r) => ({
-      address: r.address,
-      status: r.status,
-      ...(r.status === "deferred" && r.text ? { delay_reason: r.text } : {}),
-      attempts: r.attempts,
-      ...(r.status === "deferred" ? { next_attempt: Math.floor(r.nextAttempt / 1000) } : {}),
-    })),
-  };
-}
-
-/** Every queued and held message, oldest first. */
+/**
+ * Every queued and held message, oldest first (by queue id), as one array:
+ * for the status page's snapshot and small callers. mailq and `queue list`
+ * stream instead (queue_list.ts). Unreadable files are left out here.
+ */
 export async function listQueue(spoolDir: string, hooks = NO_SCHEDULER): Promise<QueueEntry[]> {
-  const active = hooks.activeIds();
-  return (await scanAll(spoolDir)).map((f) => entryOf(f, active));
+  const out: QueueEntry[] = [];
+  for await (const slice of streamQueue(spoolDir, { activeIds: () => hooks.activeIds() })) {
+    for (const item of slice) if (!isUnreadable(item)) out.push(item);
+  }
+  return out;
 }
 
 /** One message's envelope and every recipient's history, or null when unknown. */

@@ -4,7 +4,8 @@
  * read from disk, so the same figures come with or without a manager.
  */
 import type { Config } from "../config/types.ts";
-import { listQueue, NO_SCHEDULER, type QueueHooks } from "./queue_ops.ts";
+import { addToTotals, emptyTotals, streamQueue } from "./queue_list.ts";
+import { NO_SCHEDULER, type QueueHooks } from "./queue_ops.ts";
 
 /** Queue figures read from the spool. */
 export interface SpoolStatus {
@@ -19,12 +20,14 @@ export async function spoolStatus(
   cfg: Config,
   hooks: QueueHooks = NO_SCHEDULER,
 ): Promise<SpoolStatus> {
-  const entries = await listQueue(cfg.spoolDir, hooks);
-  const queue = { active: 0, deferred: 0, incoming: 0, hold: 0, total: entries.length };
-  for (const e of entries) queue[e.queue_name]++;
-  const first = entries[0];
+  // Counted as the listing streams by: no array of the whole queue is built.
+  const t = emptyTotals();
+  for await (const slice of streamQueue(cfg.spoolDir, { activeIds: () => hooks.activeIds() })) {
+    for (const item of slice) addToTotals(t, item);
+  }
+  const first = t.oldest;
   return {
-    queue,
+    queue: { ...t.queues, total: t.count },
     maildrop: await countMaildrop(cfg),
     oldest: first
       ? {
