@@ -13,8 +13,17 @@
  * shows such a file until then. Strings are printed by mailq with control
  * characters replaced, so a hand-edited journal cannot drive a terminal.
  */
-import { TORN_MARK } from "../spool/records.ts";
-import type { QueueEntry } from "./queue_list.ts";
+import { isLostLine } from "../spool/records.ts";
+
+/** One recipient as a listing shows it (QueueEntry's recipients; defined here, below the listing). */
+export interface ListedRecipient {
+  address: string;
+  status: string;
+  delay_reason?: string;
+  attempts: number;
+  /** Epoch seconds of the next attempt, for deferred recipients. */
+  next_attempt?: number;
+}
 
 /** One recipient as replay() leaves it, reduced to what a listing shows. */
 interface Rcpt {
@@ -36,7 +45,7 @@ export interface JournalSummary {
 }
 
 /** The recipients as `queue list --json` shows them (fields in the order they always had). */
-export function listedRecipients(s: JournalSummary): QueueEntry["recipients"] {
+export function listedRecipients(s: JournalSummary): ListedRecipient[] {
   return s.recipients.map((r) =>
     r.status === "deferred"
       ? {
@@ -57,7 +66,7 @@ export function summarizeJournal(text: string): JournalSummary {
   let summary: JournalSummary | null = null;
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
-    if (line.endsWith(TORN_MARK)) continue;
+    if (isLostLine(line)) continue;
     let r: Record<string, unknown>;
     try {
       r = JSON.parse(line);

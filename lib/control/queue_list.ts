@@ -20,7 +20,7 @@ import { parseHeader } from "../spool/spool.ts";
 import { isQueueId } from "../spool/queue_id.ts";
 import { holdDir, queueDir } from "../spool/queue_files.ts";
 import type { MessageState } from "../spool/records.ts";
-import { listedRecipients, summarizeJournal } from "./journal_summary.ts";
+import { type ListedRecipient, listedRecipients, summarizeJournal } from "./journal_summary.ts";
 
 /** Where a message is: Postfix's queue names. */
 export type QueueName = "active" | "deferred" | "incoming" | "hold";
@@ -33,14 +33,7 @@ export interface QueueEntry {
   arrival_time: number;
   message_size: number;
   sender: string;
-  recipients: {
-    address: string;
-    status: string;
-    delay_reason?: string;
-    attempts: number;
-    /** Epoch seconds of the next attempt, for deferred recipients. */
-    next_attempt?: number;
-  }[];
+  recipients: ListedRecipient[];
 }
 
 /** A queue file that is there but cannot be read (bad header, bad journal): named, not hidden. */

@@ -128,6 +128,17 @@ export function encodeRecords(records: JournalRecord[]): Uint8Array {
 }
 
 /**
+ * A complete journal line that is not a record: one ending in TORN_MARK (a
+ * torn write repaired by a later append), or one holding a NUL byte, a
+ * write lost in a power loss (JSON.stringify never emits one; only an
+ * unsynced append, deferrals under mustSync, can be lost). Every reader of
+ * journals skips exactly these.
+ */
+export function isLostLine(line: string): boolean {
+  return line.endsWith(TORN_MARK) || line.includes("\0");
+}
+
+/**
  * The records in a journal's text. A last line without "\n" is a torn write
  * and ignored (even if it parses: the writer never finished it); a complete
  * line ending in TORN_MARK is a torn write repaired by a later append, and a
@@ -140,9 +151,7 @@ export function parseJournal(text: string): JournalRecord[] {
   const records: JournalRecord[] = [];
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
-    // A NUL byte is a write lost in a power loss (JSON.stringify never emits one): only an
-    // unsynced append (deferrals, mustSync) can be lost, so the line is skipped like a torn one.
-    if (line.endsWith(TORN_MARK) || line.includes("\0")) continue;
+    if (isLostLine(line)) continue;
     let value: unknown;
     try {
       value = JSON.parse(line);
