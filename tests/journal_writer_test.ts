@@ -72,3 +72,33 @@ Deno.test("append after close is refused; close is idempotent", async () => {
     await assert.rejects(() => j.append([delivered(0)]), /after close/);
   });
 });
+
+Deno.test("with the spool's shared sync a result waits for it, a deferral does not", async () => {
+  await withMessage(async (spool, id) => {
+    let calls = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => release = r);
+    const j = await JournalWriter.open(spool.path(id), id, () => {
+      calls++;
+      return gate;
+    });
+    let done = false;
+    const result = j.append([delivered(0)]).then(() => done = true);
+    await j.append([{ t: "deferred", rcpt: 1, at: 1, until: 2, dsn: "4.4.1", text: "later" }]);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(done, false, "a delivered record is not durable before the shared sync returns");
+    assert.equal(calls, 1);
+    release();
+    await result;
+    await j.close();
+    // The real one: the spool's syncfs (this machine has FFI), counted as a data sync.
+    const shared = spool.sharedDataSync();
+    assert.ok(shared);
+    const before = spool.syncs.data;
+    const k = await JournalWriter.open(spool.path(id), id, shared);
+    await k.append([delivered(2)]);
+    await k.close();
+    assert.equal(spool.syncs.data, before + 1);
+    assert.equal((await spool.load(id)).recipients[2].status, "delivered");
+  });
+});

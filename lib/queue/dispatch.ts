@@ -142,7 +142,8 @@ class Appender {
   /** Opens the message's journal for the pass; closed at the end of the `await using` scope. */
   static async open(deps: DispatchDeps, state: MessageState): Promise<Appender> {
     const id = state.envelope.id;
-    return new Appender(state, await JournalWriter.open(deps.spool.path(id), id));
+    const writer = await JournalWriter.open(deps.spool.path(id), id, deps.spool.sharedDataSync());
+    return new Appender(state, writer);
   }
 
   /** Journals records; a result for a recipient settle() already journaled is dropped. */

@@ -6,8 +6,9 @@
  * loop, and every one of them before the write widened the window in which
  * a kill -9 loses the record of a delivery the peer already has (the
  * message is then delivered again: docs/reliability.md, "Crash torture and
- * faults"). Writes go out in order, one at a time; fdatasyncs are
- * coalesced (one in flight, every later write joins the next), and append()
+ * faults"). Writes go out in order, one at a time; syncs are coalesced
+ * (the spool's shared syncfs when it has one, else this file's fdatasync
+ * with one in flight and every later write joining the next), and append()
  * resolves once a sync that began after its write has finished — except for
  * deferrals, which need no sync of their own (records.ts, mustSync).
  */
@@ -27,8 +28,11 @@ export class JournalWriter {
   #nextSync: Promise<void> | null = null;
   #closed = false;
 
-  private constructor(file: Deno.FsFile) {
+  #shared: (() => Promise<void>) | null;
+
+  private constructor(file: Deno.FsFile, shared: (() => Promise<void>) | null) {
     this.#file = file;
+    this.#shared = shared;
   }
 
   /**
@@ -36,7 +40,11 @@ export class JournalWriter {
    * by a crash mid-append is completed with TORN_MARK first, as
    * Spool.append does, so the journal parses.
    */
-  static async open(path: string, id: string): Promise<JournalWriter> {
+  static async open(
+    path: string,
+    id: string,
+    shared: (() => Promise<void>) | null = null,
+  ): Promise<JournalWriter> {
     const file = await Deno.open(path, { read: true, write: true });
     try {
       // Synchronous like Spool.append's: seeks never touch the disk and the
@@ -47,7 +55,7 @@ export class JournalWriter {
       const last = new Uint8Array(1);
       const n = file.readSync(last);
       if (n === 1 && last[0] !== NEWLINE) await writeAll(file, TORN_REPAIR);
-      return new JournalWriter(file);
+      return new JournalWriter(file, shared);
     } catch (e) {
       file.close();
       throw e;
@@ -75,6 +83,9 @@ export class JournalWriter {
    * caller's write, so callers join the single queued follow-up instead.
    */
   #sync(): Promise<void> {
+    // The spool's shared syncfs (Spool.sharedDataSync) covers this file's data like every other
+    // write before it, and is already coalesced across messages: one sync for a batch of passes.
+    if (this.#shared) return this.#shared();
     if (this.#syncing === null) {
       this.#syncing = this.#file.syncData()
         .then(() => metrics.fsync("data")) // counted like every other spool fdatasync

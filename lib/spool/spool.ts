@@ -165,6 +165,16 @@ export class Spool {
     return { data: 0, dir: this.#dirSyncer.syncs, mode: "fdatasync" };
   }
 
+  /**
+   * The shared data sync (one syncfs for every write before it, coalesced
+   * with commits and appends) for writers that append through their own
+   * handle (JournalWriter); null in fdatasync mode: sync each file.
+   */
+  sharedDataSync(): (() => Promise<void>) | null {
+    const data = this.#commitPath().data;
+    return data ? () => data.sync() : null;
+  }
+
   /** Opens the syncfs handle on first use; keeps fdatasync when FFI is unavailable. */
   #commitPath(): Commits {
     if (this.#commits) return this.#commits;
