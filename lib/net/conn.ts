@@ -7,7 +7,7 @@
 import * as net from "node:net";
 import * as tls from "node:tls";
 import type { PeerCred } from "../auth/peercred.ts";
-import { readDeadlines, type Waiter } from "./deadlines.ts";
+import { ioDeadlines, type Waiter } from "./deadlines.ts";
 
 /** The negotiated TLS of a connection. */
 export interface TlsInfo {
@@ -44,7 +44,7 @@ const CONN = Symbol("skiff.conn");
 type Hooked = net.Socket & { [CONN]?: Conn };
 
 /**
- * A read waiting for bytes, with its deadline in {@link readDeadlines}. One
+ * A read waiting for bytes, with its deadline in {@link ioDeadlines}. One
  * small object per wait instead of a timer and its closures.
  */
 class PendingRead implements Waiter {
@@ -60,6 +60,27 @@ class PendingRead implements Waiter {
   expire(): void {
     this.done = true;
     this.reject(new TimeoutError(`No data for ${this.ms} ms`));
+  }
+}
+
+/** A write waiting for the kernel to take its bytes, with its deadline in {@link ioDeadlines}. */
+class PendingWrite implements Waiter {
+  due = 0;
+  /** Settled already (the deadline passed). */
+  done = false;
+  constructor(
+    readonly conn: Conn,
+    readonly reject: (err: Error) => void,
+    readonly ms: number,
+  ) {}
+
+  expire(): void {
+    this.done = true;
+    // Reject first: destroying fails the pending write with ECANCELED.
+    this.reject(
+      new OutputBoundError(`Peer did not read for ${this.ms} ms`, this.conn.queued, true),
+    );
+    this.conn.destroy();
   }
 }
 
@@ -345,7 +366,7 @@ export class Conn {
     const r = this.#reader;
     this.#reader = null;
     if (r === null || r.done) return null;
-    readDeadlines.remove(r);
+    ioDeadlines.remove(r);
     return r;
   }
 
@@ -376,7 +397,7 @@ export class Conn {
       if (this.#settle({ resolve, reject })) return;
       const r = new PendingRead(resolve, reject, timeoutMs);
       this.#reader = r;
-      readDeadlines.add(r, timeoutMs);
+      ioDeadlines.add(r, timeoutMs);
     });
   }
 
@@ -407,18 +428,16 @@ export class Conn {
       );
     }
     return new Promise((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      let w: PendingWrite | null = null;
       if (opts.timeoutMs !== undefined) {
-        timer = setTimeout(() => {
-          // Reject first: destroying fails the pending write with ECANCELED.
-          reject(
-            new OutputBoundError(`Peer did not read for ${opts.timeoutMs} ms`, this.queued, true),
-          );
-          this.destroy();
-        }, opts.timeoutMs);
+        w = new PendingWrite(this, reject, opts.timeoutMs);
+        ioDeadlines.add(w, opts.timeoutMs);
       }
       this.#socket.write(data, (err) => {
-        clearTimeout(timer);
+        if (w) {
+          if (w.done) return;
+          ioDeadlines.remove(w);
+        }
         err ? reject(err) : resolve();
       });
     });

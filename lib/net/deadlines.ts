@@ -1,9 +1,9 @@
 /**
- * One timer for every pending read deadline. A timer per read (setTimeout
- * and its closure on the JS side, a timer entry in the runtime) was part of
- * what each idle SMTP connection kept alive, and arming and clearing one
- * per command line was work for every pipelined command (issue 13,
- * docs/benchmarks.md). Here a waiter is added to a set with its due time;
+ * One timer for every pending read and write deadline. A timer per read
+ * (setTimeout and its closure on the JS side, a timer entry in the runtime)
+ * was part of what each idle SMTP connection kept alive, and arming and
+ * clearing one per read and per reply written allocated about 3 KB each
+ * time in Deno 2.9 (issue 13, docs/benchmarks.md). Here a waiter is added to a set with its due time;
  * a single timer is armed for the earliest and, when it fires, expires
  * every waiter that is due and re-arms for the next. No timer runs while
  * nothing waits, so an idle process (and a test) is left with none.
@@ -65,5 +65,5 @@ export class Deadlines {
   }
 }
 
-/** The process's read deadlines (lib/net/conn.ts). */
-export const readDeadlines: Deadlines = new Deadlines();
+/** The process's read and write deadlines (lib/net/conn.ts). */
+export const ioDeadlines: Deadlines = new Deadlines();
