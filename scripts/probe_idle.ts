@@ -8,7 +8,15 @@
  * snapshots). The bench (`--only idle`) measures the same from outside;
  * this says where the bytes are (issue 13, docs/benchmarks.md).
  *
- *   ./scripts/deno run -A --v8-flags=--expose-gc scripts/probe_idle.ts [skiff|net] [N] [TOP]
+ *   ./scripts/deno run -A --v8-flags=--expose-gc scripts/probe_idle.ts [KIND] [N] [TOP]
+ *
+ * KIND: skiff (the listener, logging into /dev/null), net (a bare node:net
+ * server writing a 220), conn (that plus a Conn with one pending read), or
+ * serve (a real `skiff serve` measured from /proc as the bench does, no
+ * forced GC; PROBE_ROOT=/path runs another checkout, e.g. a `git archive`
+ * of main). PROBE_NO_GC=1 skips the forced GCs (what the bench sees),
+ * PROBE_NO_LOG=1 leaves logging unconfigured, PROBE_NET_VARIANT=nodelay,data,cb
+ * varies the bare server. TOP: how many heap kinds to print.
  */
 import v8 from "node:v8";
 import * as net from "node:net";
@@ -235,19 +243,6 @@ async function main(): Promise<void> {
   console.log(`  heap by kind, bytes (objects) per connection; total ${total.toFixed(0)}:`);
   for (const r of rows.slice(0, top)) {
     console.log(`    ${r.bytes.toFixed(0).padStart(6)} (${r.count.toFixed(1)})  ${r.k}`);
-  }
-  if (Deno.env.get("PROBE_CLOSURES")) {
-    const { byLoc } = await import("/tmp/idleprobe/closures.ts");
-    const a = byLoc();
-    const c2 = await openIdle(server.port, n);
-    await new Promise((r) => setTimeout(r, 1000));
-    const b = byLoc();
-    for (const [k, v] of b) {
-      if (v - (a.get(k) ?? 0) >= n * 0.9) {
-        console.log("closure", ((v - (a.get(k) ?? 0)) / n).toFixed(1), k);
-      }
-    }
-    await c2();
   }
   await close();
   await server.stop();
