@@ -17,6 +17,9 @@ import { formatReply, reply } from "../wire/reply.ts";
 import { runSession, type SessionContext } from "../smtp/session.ts";
 import { prepareUnixPath } from "./unix_path.ts";
 
+/** The one error listener of every accepted socket: errors reach the session through its reads. */
+function ignore(): void {}
+
 /** A running listener. */
 export interface Listener {
   /** The bound address, e.g. "127.0.0.1:2525" or "unix:/path". */
@@ -41,32 +44,48 @@ export async function startSmtpListener(
 ): Promise<Listener> {
   const ctx: SessionContext = { ...base, listener: lc };
   const limits = { ...ctx.config.limits, ...lc.limits };
-  const open = new Set<net.Socket>();
+  /** Open connections and their sessions (ending when the connection is closed). */
+  const open = new Map<net.Socket, Promise<void>>();
   const perIp = new Map<string, number>();
-  const sessions = new Set<Promise<void>>();
   const refuse = (socket: net.Socket, why: string) => {
     // RFC 5321 §3.8: a server that cannot take the connection answers 421 and closes.
     socket.end(formatReply(reply(421, "4.3.2", `${ctx.config.hostname} Error: ${why}`)));
     logWarn("connection refused", { client: socket.remoteAddress ?? "unix", reason: why });
     metrics.rejected(formatListenAddress(lc.address), 421, "4.3.2");
   };
-  const accept = async (socket: net.Socket, ip: string) => {
-    let conn: Conn;
-    if (lc.tls === "implicit") {
-      // RFC 8314 §3.3: TLS from the first byte; no plaintext is ever read.
-      try {
-        conn = await Conn.acceptTls(socket, {
-          secureContext: ctx.secureContext!(),
-          timeoutMs: limits.commandTimeout * 1000,
-        });
-      } catch (err) {
-        logWarn("tls handshake failed", { client: ip || "unix", error: String(err) });
-        socket.destroy();
-        return;
-      }
-    } else conn = new Conn(socket);
-    if (lc.address.kind === "unix") conn.peer = peerCred(socket);
-    await runSession(conn, ctx);
+  /**
+   * One connection from accept to close, as a single async function: its
+   * frame is all an idle connection keeps here (a promise chain of
+   * then/catch/finally held a closure and a promise per step).
+   */
+  const serve = async (socket: net.Socket, ip: string) => {
+    try {
+      // Always a turn of the event loop first, so the entry in `open` exists before `finally`.
+      await base.gate;
+      let conn: Conn;
+      if (lc.tls === "implicit") {
+        // RFC 8314 §3.3: TLS from the first byte; no plaintext is ever read.
+        try {
+          conn = await Conn.acceptTls(socket, {
+            secureContext: ctx.secureContext!(),
+            timeoutMs: limits.commandTimeout * 1000,
+          });
+        } catch (err) {
+          logWarn("tls handshake failed", { client: ip || "unix", error: String(err) });
+          return;
+        }
+      } else conn = new Conn(socket);
+      if (lc.address.kind === "unix") conn.peer = peerCred(socket);
+      await runSession(conn, ctx);
+    } catch (err) {
+      logWarn("session error", { client: ip || "unix", error: String(err) });
+    } finally {
+      socket.destroy();
+      open.delete(socket);
+      const n = (perIp.get(ip) ?? 1) - 1;
+      if (n <= 0) perIp.delete(ip);
+      else perIp.set(ip, n);
+    }
   };
   // allowHalfOpen: a client that pipelines everything and then shuts down its side still
   // gets every reply (Node would otherwise end our side at its FIN).
@@ -76,20 +95,9 @@ export async function startSmtpListener(
     if (ip !== "" && (perIp.get(ip) ?? 0) >= limits.connectionsPerIp) {
       return refuse(socket, "too many connections from your address");
     }
-    open.add(socket);
     if (ip !== "") perIp.set(ip, (perIp.get(ip) ?? 0) + 1);
-    socket.on("error", () => {}); // reported through the session's reads
-    const done = (base.gate ?? Promise.resolve()).then(() => accept(socket, ip)).catch((err) => {
-      logWarn("session error", { client: ip || "unix", error: String(err) });
-    }).finally(() => {
-      socket.destroy();
-      open.delete(socket);
-      const n = (perIp.get(ip) ?? 1) - 1;
-      if (n <= 0) perIp.delete(ip);
-      else perIp.set(ip, n);
-      sessions.delete(done);
-    });
-    sessions.add(done);
+    socket.on("error", ignore); // reported through the session's reads
+    open.set(socket, serve(socket, ip));
   });
   const shown = formatListenAddress(lc.address);
   if (lc.address.kind === "unix") await prepareUnixPath(lc.address.path);
@@ -126,8 +134,8 @@ export async function startSmtpListener(
         close: async (graceMs: number) => {
           // server.close() reports only once every connection ended: do not wait on it here.
           server.close();
-          const timer = setTimeout(() => open.forEach((s) => s.destroy()), graceMs);
-          await Promise.allSettled([...sessions]);
+          const timer = setTimeout(() => open.forEach((_, s) => s.destroy()), graceMs);
+          await Promise.allSettled([...open.values()]);
           clearTimeout(timer);
           if (lc.address.kind === "unix") await Deno.remove(lc.address.path).catch(() => {});
         },

@@ -7,6 +7,7 @@
 import * as net from "node:net";
 import * as tls from "node:tls";
 import type { PeerCred } from "../auth/peercred.ts";
+import { ioDeadlines, type Waiter } from "./deadlines.ts";
 
 /** The negotiated TLS of a connection. */
 export interface TlsInfo {
@@ -38,22 +39,96 @@ function peerChain(sock: tls.TLSSocket): Uint8Array[] {
   return out;
 }
 
+/** The Conn a socket's events go to (set by the Conn that listens to it). */
+const CONN = Symbol("skiff.conn");
+type Hooked = net.Socket & { [CONN]?: Conn };
+
+/**
+ * A read waiting for bytes, with its deadline in {@link ioDeadlines}. One
+ * small object per wait instead of a timer and its closures.
+ */
+class PendingRead implements Waiter {
+  due = 0;
+  /** Settled already (the deadline passed): a late chunk is kept for the next read. */
+  done = false;
+  constructor(
+    readonly resolve: (chunk: Uint8Array | null) => void,
+    readonly reject: (err: Error) => void,
+    readonly ms: number,
+  ) {}
+
+  expire(): void {
+    this.done = true;
+    this.reject(new TimeoutError(`No data for ${this.ms} ms`));
+  }
+}
+
+/** A write waiting for the kernel to take its bytes, with its deadline in {@link ioDeadlines}. */
+class PendingWrite implements Waiter {
+  due = 0;
+  /** Settled already (the deadline passed). */
+  done = false;
+  constructor(
+    readonly conn: Conn,
+    readonly reject: (err: Error) => void,
+    readonly ms: number,
+  ) {}
+
+  expire(): void {
+    this.done = true;
+    // Reject first: destroying fails the pending write with ECANCELED.
+    this.reject(
+      new OutputBoundError(`Peer did not read for ${this.ms} ms`, this.conn.queued, true),
+    );
+    this.conn.destroy();
+  }
+}
+
 /** A byte stream with pull-style reads, bounded by per-read deadlines. */
 export class Conn {
-  #socket: net.Socket;
+  #socket: Hooked;
   #chunks: Uint8Array[] = [];
   #ended = false;
   #error: Error | null = null;
-  #waiter: (() => void) | null = null;
+  #reader: PendingRead | null = null;
   #closed = false;
   #remoteAddress: string;
   #remotePort: number;
-  // deno-lint-ignore no-explicit-any
-  #handlers: [string, (...args: any[]) => void][];
   /** Unix sockets: the peer's kernel credentials (SO_PEERCRED), read at accept. */
   peer: PeerCred | null = null;
   /** Set once TLS is up. */
   tls: TlsInfo | null = null;
+
+  /**
+   * The socket events a Conn listens to. The same four functions serve every
+   * connection (they find their Conn on the socket), so an idle connection
+   * holds no closures of its own.
+   */
+  static #handlers: [string, (this: Hooked, arg?: unknown) => void][] = [
+    ["data", function (this: Hooked, chunk: unknown) {
+      const c = this[CONN];
+      if (c) c.#onData(chunk as Uint8Array);
+    }],
+    ["end", function (this: Hooked) {
+      const c = this[CONN];
+      if (!c) return;
+      c.#ended = true;
+      c.#wake();
+    }],
+    ["error", function (this: Hooked, err: unknown) {
+      const c = this[CONN];
+      if (!c) return;
+      c.#error = err as Error;
+      c.#wake();
+    }],
+    ["close", function (this: Hooked) {
+      const c = this[CONN];
+      if (!c) return;
+      c.#ended = true;
+      c.#closed = true;
+      c.#wake();
+    }],
+  ];
 
   constructor(
     socket: net.Socket,
@@ -64,29 +139,24 @@ export class Conn {
     this.#remotePort = from?.remotePort ?? socket.remotePort ?? 0;
     this.peer = from?.peer ?? null;
     socket.setNoDelay?.(true);
-    this.#handlers = [
-      ["data", (chunk: Uint8Array) => {
-        this.#chunks.push(chunk);
-        // Stop reading from the kernel while the session has unread input:
-        // bounded memory however fast the peer writes.
-        if (this.#chunks.length > 8) socket.pause();
-        this.#wake();
-      }],
-      ["end", () => {
-        this.#ended = true;
-        this.#wake();
-      }],
-      ["error", (err: Error) => {
-        this.#error = err;
-        this.#wake();
-      }],
-      ["close", () => {
-        this.#ended = true;
-        this.#closed = true;
-        this.#wake();
-      }],
-    ];
-    for (const [ev, fn] of this.#handlers) socket.on(ev, fn);
+    this.#socket[CONN] = this;
+    for (const [ev, fn] of Conn.#handlers) socket.on(ev, fn);
+  }
+
+  /** Stops listening to the socket (a TLS upgrade hands it to a new Conn). */
+  #unhook(): void {
+    for (const [ev, fn] of Conn.#handlers) this.#socket.off(ev, fn);
+    if (this.#socket[CONN] === this) delete this.#socket[CONN];
+  }
+
+  #onData(chunk: Uint8Array): void {
+    const r = this.#takeReader();
+    if (r && this.#chunks.length === 0) return r.resolve(chunk);
+    this.#chunks.push(chunk);
+    // Stop reading from the kernel while the session has unread input:
+    // bounded memory however fast the peer writes.
+    if (this.#chunks.length > 8) this.#socket.pause();
+    if (r) this.#settle(r);
   }
 
   /**
@@ -103,7 +173,7 @@ export class Conn {
   ): Promise<Conn> {
     const raw = this.#socket;
     raw.pause();
-    for (const [ev, fn] of this.#handlers) raw.off(ev, fn);
+    this.#unhook();
     this.#chunks = [];
     this.#closed = true;
     if (opts.greeting) {
@@ -209,7 +279,7 @@ export class Conn {
     opts: { servername: string; verify: boolean; timeoutMs: number; ca?: string[] },
   ): Promise<{ conn: Conn; info: ClientTlsInfo }> {
     const raw = this.#socket;
-    for (const [ev, fn] of this.#handlers) raw.off(ev, fn);
+    this.#unhook();
     this.#closed = true;
     raw.resume();
     return new Promise((resolve, reject) => {
@@ -291,38 +361,44 @@ export class Conn {
     return this.#closed || this.#error !== null;
   }
 
+  /** The waiting read, if any, now no longer waiting (its deadline is dropped). */
+  #takeReader(): PendingRead | null {
+    const r = this.#reader;
+    this.#reader = null;
+    if (r === null || r.done) return null;
+    ioDeadlines.remove(r);
+    return r;
+  }
+
+  /** Something happened (end, error, close): a waiting read settles. */
   #wake(): void {
-    const w = this.#waiter;
-    this.#waiter = null;
-    w?.();
+    const r = this.#takeReader();
+    if (r) this.#settle(r);
+  }
+
+  /** Settles a read from the state now: the next chunk, the error, or null at the end. */
+  #settle(r: { resolve: (c: Uint8Array | null) => void; reject: (e: Error) => void }): boolean {
+    const chunk = this.#chunks.shift();
+    if (chunk) {
+      if (this.#chunks.length <= 2 && !this.#closed) this.#socket.resume();
+      r.resolve(chunk);
+    } else if (this.#error) r.reject(this.#error);
+    else if (this.#ended) r.resolve(null);
+    else return false;
+    return true;
   }
 
   /**
    * Reads the next chunk; null at end of stream. Rejects with a TimeoutError
-   * when nothing arrives within timeoutMs.
+   * when nothing arrives within timeoutMs. One read at a time.
    */
-  async read(timeoutMs: number): Promise<Uint8Array | null> {
-    while (true) {
-      const chunk = this.#chunks.shift();
-      if (chunk) {
-        if (this.#chunks.length <= 2 && !this.#closed) this.#socket.resume();
-        return chunk;
-      }
-      if (this.#error) throw this.#error;
-      if (this.#ended) return null;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      try {
-        await new Promise<void>((resolve, reject) => {
-          this.#waiter = resolve;
-          timer = setTimeout(() => {
-            this.#waiter = null;
-            reject(new TimeoutError(`No data for ${timeoutMs} ms`));
-          }, timeoutMs);
-        });
-      } finally {
-        clearTimeout(timer);
-      }
-    }
+  read(timeoutMs: number): Promise<Uint8Array | null> {
+    return new Promise((resolve, reject) => {
+      if (this.#settle({ resolve, reject })) return;
+      const r = new PendingRead(resolve, reject, timeoutMs);
+      this.#reader = r;
+      ioDeadlines.add(r, timeoutMs);
+    });
   }
 
   /** Bytes handed to write() that the kernel has not taken yet (the peer is not reading). */
@@ -352,18 +428,16 @@ export class Conn {
       );
     }
     return new Promise((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      let w: PendingWrite | null = null;
       if (opts.timeoutMs !== undefined) {
-        timer = setTimeout(() => {
-          // Reject first: destroying fails the pending write with ECANCELED.
-          reject(
-            new OutputBoundError(`Peer did not read for ${opts.timeoutMs} ms`, this.queued, true),
-          );
-          this.destroy();
-        }, opts.timeoutMs);
+        w = new PendingWrite(this, reject, opts.timeoutMs);
+        ioDeadlines.add(w, opts.timeoutMs);
       }
       this.#socket.write(data, (err) => {
-        clearTimeout(timer);
+        if (w) {
+          if (w.done) return;
+          ioDeadlines.remove(w);
+        }
         err ? reject(err) : resolve();
       });
     });

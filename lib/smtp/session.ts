@@ -64,19 +64,8 @@ const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 class SessionEnd extends Error {}
 
 /** Runs one session to its end; never throws. */
-export async function runSession(conn: Conn, ctx: SessionContext): Promise<void> {
-  const session = new ServerSession(conn, ctx);
-  const closed = metrics.connectionIn(formatListenAddress(ctx.listener.address));
-  try {
-    await session.run();
-  } catch (err) {
-    if (!(err instanceof SessionEnd)) {
-      logWarn("session error", { client: session.client, error: String(err) });
-    }
-  } finally {
-    closed();
-    await session.cleanup();
-  }
+export function runSession(conn: Conn, ctx: SessionContext): Promise<void> {
+  return new ServerSession(conn, ctx).run();
 }
 
 /** The identity the kernel gives a unix-socket peer on a peercred listener. */
@@ -92,6 +81,15 @@ function peerIdentity(conn: Conn, ctx: SessionContext): Identity | null {
     pid,
     trusted: uid === 0 || (login !== null && ctx.config.auth.trustedUsers.includes(login)),
   };
+}
+
+/** [limits] with the listener's overrides, merged once per listener context, not per session. */
+const mergedLimits = new WeakMap<SessionContext, LimitsConfig>();
+
+function limitsOf(ctx: SessionContext): LimitsConfig {
+  let l = mergedLimits.get(ctx);
+  if (!l) mergedLimits.set(ctx, l = { ...ctx.config.limits, ...ctx.listener.limits });
+  return l;
 }
 
 class ServerSession {
@@ -113,7 +111,7 @@ class ServerSession {
     this.#conn = conn;
     this.#ctx = ctx;
     this.#cfg = ctx.config;
-    this.#limits = { ...ctx.config.limits, ...ctx.listener.limits };
+    this.#limits = limitsOf(ctx);
     this.#input = new SmtpInput({ maxLineLength: this.#limits.commandLineLength });
     this.#state = newSessionState(conn.remoteAddress, ctx.listener.protocol === "lmtp");
     this.#state.identity = peerIdentity(conn, ctx);
@@ -155,13 +153,53 @@ class ServerSession {
     };
   }
 
-  async cleanup(): Promise<void> {
+  async #cleanup(): Promise<void> {
     await this.#receipt?.abort();
     await this.#filter?.close();
     this.#conn.close();
   }
 
+  /**
+   * The whole session, never throwing. While the client is idle, this frame
+   * (and the read it awaits) is all the session keeps suspended: the
+   * command loop and its waiting are inlined here rather than behind helper
+   * functions, and the work per line lives in #handle, so the frame stays
+   * small (issue 13, docs/benchmarks.md).
+   */
   async run(): Promise<void> {
+    const closed = metrics.connectionIn(this.#listenerName);
+    try {
+      await this.#start();
+      while (true) {
+        const ev = this.#input.nextLine();
+        if (ev !== null) {
+          await this.#handle(ev);
+          continue;
+        }
+        if (this.#pending !== "") await this.#flush();
+        const ms = this.#readMs(this.#limits.commandTimeout);
+        if (ms === 0) await this.#expired();
+        let chunk: Uint8Array | null = null;
+        try {
+          chunk = await this.#conn.read(ms);
+        } catch (err) {
+          await this.#readFailed(err);
+        }
+        if (chunk === null) return; // client went away
+        this.#input.push(chunk);
+      }
+    } catch (err) {
+      if (!(err instanceof SessionEnd)) {
+        logWarn("session error", { client: this.client, error: String(err) });
+      }
+    } finally {
+      closed();
+      await this.#cleanup();
+    }
+  }
+
+  /** Logs the connection, opens the filter and greets. */
+  async #start(): Promise<void> {
     const id = this.#state.identity;
     logEvent("connect", {
       client: this.client,
@@ -178,23 +216,21 @@ class ServerSession {
       });
     }
     await this.#greet();
-    while (true) {
-      const ev = await this.#nextLine();
-      if (ev === null) return; // client went away
-      const done = ev.kind === "line"
-        ? this.#command(ev.line)
-        : { reply: this.#lineError(ev.error) };
-      let r = done.reply;
-      if (this.#filter && done.command) r = await this.#filtered(done.command, r);
-      const action = this.#state.action;
-      this.#state.action = null;
-      if (action?.kind === "bdat") await this.#bdat(action);
-      else if (action?.kind === "auth") await this.#auth(action);
-      else {
-        await this.#send(r);
-        if (action?.kind === "data") await this.#data();
-        else if (action?.kind === "starttls") await this.#startTls();
-      }
+  }
+
+  /** Runs one command line (or refuses a bad one) and performs what it leaves to do. */
+  async #handle(ev: LineEvent): Promise<void> {
+    const done = ev.kind === "line" ? this.#command(ev.line) : { reply: this.#lineError(ev.error) };
+    let r = done.reply;
+    if (this.#filter && done.command) r = await this.#filtered(done.command, r);
+    const action = this.#state.action;
+    this.#state.action = null;
+    if (action?.kind === "bdat") await this.#bdat(action);
+    else if (action?.kind === "auth") await this.#auth(action);
+    else {
+      await this.#send(r);
+      if (action?.kind === "data") await this.#data();
+      else if (action?.kind === "starttls") await this.#startTls();
     }
   }
 
@@ -277,25 +313,43 @@ class ServerSession {
   /** Reads more bytes; false at end of stream. Timeouts end the session with 421. */
   async #fill(timeoutSeconds: number): Promise<boolean> {
     await this.#flush();
-    const left = this.#deadline - Date.now();
-    if (left <= 0) await this.#close421("4.4.2", "Error: session time limit exceeded");
-    let chunk: Uint8Array | null;
+    const ms = this.#readMs(timeoutSeconds);
+    if (ms === 0) await this.#expired();
+    let chunk: Uint8Array | null = null;
     try {
-      chunk = await this.#conn.read(Math.min(timeoutSeconds * 1000, left));
+      chunk = await this.#conn.read(ms);
     } catch (err) {
-      if (err instanceof TimeoutError) {
-        const whole = Date.now() >= this.#deadline;
-        logWarn("timeout", { client: this.client, ...(whole ? { limit: "session" } : {}) });
-        await this.#close421(
-          "4.4.2",
-          whole ? "Error: session time limit exceeded" : "Error: timeout exceeded",
-        );
-      }
-      throw err;
+      await this.#readFailed(err);
     }
     if (chunk === null) return false;
     this.#input.push(chunk);
     return true;
+  }
+
+  /**
+   * How long the next read may wait: the timeout, cut short by the session
+   * deadline; 0 once that has passed (#expired then ends the session).
+   */
+  #readMs(timeoutSeconds: number): number {
+    return Math.max(0, Math.min(timeoutSeconds * 1000, this.#deadline - Date.now()));
+  }
+
+  /** The whole-session deadline passed before a read: 421 and close. */
+  #expired(): Promise<never> {
+    return this.#close421("4.4.2", "Error: session time limit exceeded");
+  }
+
+  /** A read failed: a timeout ends the session with 421; anything else is thrown on. */
+  async #readFailed(err: unknown): Promise<never> {
+    if (err instanceof TimeoutError) {
+      const whole = Date.now() >= this.#deadline;
+      logWarn("timeout", { client: this.client, ...(whole ? { limit: "session" } : {}) });
+      await this.#close421(
+        "4.4.2",
+        whole ? "Error: session time limit exceeded" : "Error: timeout exceeded",
+      );
+    }
+    throw err;
   }
 
   async #nextLine(): Promise<LineEvent | null> {
