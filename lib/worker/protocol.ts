@@ -15,8 +15,16 @@ import type { LogConfig } from "../config/types.ts";
 import type { Destination } from "../config/route_types.ts";
 import { isQueueId } from "../spool/queue_id.ts";
 
-/** Jobs one worker process serves before it exits (Postfix's max_use is 100 too). */
-export const MAX_JOBS = 100;
+/**
+ * Jobs one worker process serves before it exits. Postfix's max_use is 100,
+ * but a Postfix process starts in a millisecond; a worker here costs
+ * 0.3-0.5 s of CPU to start (Deno, module loading), which over 100 jobs is
+ * ~4 ms a message, as much as the rest of a Maildir delivery. 1000 keeps
+ * the bound on anything a long life could accumulate while making the start
+ * ~0.4 ms a message. Nothing of one job's message is kept for the next
+ * (docs/delivery.md, "What is shared between jobs").
+ */
+export const MAX_JOBS = 1000;
 
 /** A worker that waits this long for its next job exits (the manager closes idle ones sooner). */
 export const IDLE_EXIT_MS = 120_000;
