@@ -7,7 +7,7 @@
  * only sizes it can fill in reasonable time are run for it).
  */
 
-import { encodeRecords, formatHeader, HEADER_LENGTH, newQueueId } from "../lib/spool/mod.ts";
+import { fillSpool } from "../tests/queue_fill.ts";
 import {
   freePort,
   memoryOf,
@@ -40,47 +40,10 @@ export interface StartupResult {
 
 /** Postfix is filled through SMTP only up to this many (N/300 s quiet, N/20 s on a busy machine). */
 const POSTFIX_FILL_MAX = 2_000;
-const enc = new TextEncoder();
 
 /** Writes `n` deferred 2 KB messages into a skiff spool (fast: no fsync; one `sync` at the end). */
 async function fillSkiff(spool: string, n: number): Promise<void> {
-  await Deno.mkdir(`${spool}/queue`, { recursive: true, mode: 0o700 });
-  await Deno.mkdir(`${spool}/incoming`, { recursive: true, mode: 0o700 });
-  const body = enc.encode("Subject: backlog\r\n\r\n" + "x".repeat(2000) + "\r\n");
-  const now = Date.now();
-  for (let i = 0; i < n; i++) {
-    const id = newQueueId();
-    const journal = encodeRecords([
-      {
-        t: "envelope",
-        id,
-        from: "a@localhost",
-        recipients: [{ address: `user${i}@example.net` }],
-        received: now,
-        client: { address: "127.0.0.1", helo: "bench" },
-        protocol: "ESMTP",
-        size: body.length,
-      },
-      {
-        t: "deferred",
-        rcpt: 0,
-        at: now,
-        until: now + 3600_000,
-        dsn: "4.4.1",
-        text: "connect refused (bench backlog)",
-      },
-    ]);
-    const header = enc.encode(formatHeader({
-      content: HEADER_LENGTH,
-      length: body.length,
-      journal: HEADER_LENGTH + body.length,
-    }));
-    const file = new Uint8Array(header.length + body.length + journal.length);
-    file.set(header);
-    file.set(body, header.length);
-    file.set(journal, header.length + body.length);
-    Deno.writeFileSync(`${spool}/queue/${id}`, file, { mode: 0o600 });
-  }
+  fillSpool(spool, n, { size: 2000 });
   await run("sync", [], { timeoutMs: 120_000 });
 }
 

@@ -1,6 +1,6 @@
 /**
- * Writes queued messages straight into a spool, as scripts/bench_startup.ts
- * fills a backlog: real spool files (header, content, journal), each
+ * Writes queued messages straight into a spool (scripts/bench_startup.ts
+ * fills its backlog with it too): real spool files (header, content, journal), each
  * deferred for an hour so a manager started on them leaves them alone.
  * Tests of the queue listing use it for queues of thousands of messages
  * that would take minutes to submit over SMTP.
