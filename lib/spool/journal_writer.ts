@@ -14,11 +14,8 @@
  */
 import { metrics } from "../metrics/metrics.ts";
 import { writeAll } from "./durable.ts";
-import { encodeRecords, type JournalRecord, mustSync, TORN_MARK } from "./records.ts";
-import { HEADER_LENGTH } from "./spool.ts";
-
-const NEWLINE = 0x0a;
-const TORN_REPAIR = new TextEncoder().encode(TORN_MARK + "\n");
+import { encodeRecords, type JournalRecord, mustSync } from "./records.ts";
+import { openJournalEnd } from "./spool.ts";
 
 /** An open journal for appending delivery results; one per message at a time. */
 export class JournalWriter {
@@ -36,25 +33,18 @@ export class JournalWriter {
   }
 
   /**
-   * Opens the spool file at `path` (message `id`) for appending. A line torn
-   * by a crash mid-append is completed with TORN_MARK first, as
-   * Spool.append does, so the journal parses.
+   * Opens the spool file at `path` (message `id`) for appending, through
+   * the same openJournalEnd as Spool.append: a line torn by a crash
+   * mid-append is completed with TORN_MARK first, so the journal parses.
    */
   static async open(
     path: string,
     id: string,
     shared: (() => Promise<void>) | null = null,
   ): Promise<JournalWriter> {
-    const file = await Deno.open(path, { read: true, write: true });
+    const { file, repair } = await openJournalEnd(path, id);
     try {
-      // Synchronous like Spool.append's: seeks never touch the disk and the
-      // last page is almost always cached, so three thread hand-offs are saved.
-      const end = file.seekSync(0, Deno.SeekMode.End);
-      if (end < HEADER_LENGTH) throw new Error(`Spool file ${id} is too short to be a message`);
-      file.seekSync(-1, Deno.SeekMode.End);
-      const last = new Uint8Array(1);
-      const n = file.readSync(last);
-      if (n === 1 && last[0] !== NEWLINE) await writeAll(file, TORN_REPAIR);
+      if (repair.length > 0) await writeAll(file, repair);
       return new JournalWriter(file, shared);
     } catch (e) {
       file.close();

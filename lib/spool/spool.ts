@@ -366,14 +366,9 @@ export class Spool {
     const lines = encodeRecords(records);
     const durable = mustSync(records);
     const shared = this.#commitPath().data;
-    const file = await Deno.open(path, { read: true, write: true });
+    const { file, repair } = await openJournalEnd(path, id);
     try {
-      const end = file.seekSync(0, Deno.SeekMode.End);
-      if (end < HEADER_LENGTH) throw new Error(`Spool file ${id} is too short to be a message`);
-      file.seekSync(-1, Deno.SeekMode.End);
-      const last = new Uint8Array(1);
-      if (file.readSync(last) !== 1) throw new Error(`Spool file ${id} could not be read`);
-      await writeAll(file, last[0] === NEWLINE[0] ? lines : concatBytes([TORN_REPAIR, lines]));
+      await writeAll(file, repair.length === 0 ? lines : concatBytes([repair, lines]));
       if (!durable) return;
       if (!shared) {
         await file.syncData();
@@ -410,6 +405,32 @@ export class Spool {
   path(id: string): string {
     checkId(id);
     return `${this.#queue}/${id}`;
+  }
+}
+
+/**
+ * Opens a message's spool file at its end for appending journal lines (the
+ * one way Spool.append and JournalWriter do it). A crash mid-append can
+ * leave the last line unterminated: `repair` (TORN_REPAIR, else empty) must
+ * be written before any record, so that line ends in TORN_MARK and replay
+ * skips it. The seeks and the one-byte read are synchronous calls that never
+ * wait on the disk (the last page is cached), saving three thread hand-offs.
+ */
+export async function openJournalEnd(
+  path: string,
+  id: string,
+): Promise<{ file: Deno.FsFile; repair: Uint8Array }> {
+  const file = await Deno.open(path, { read: true, write: true });
+  try {
+    const end = file.seekSync(0, Deno.SeekMode.End);
+    if (end < HEADER_LENGTH) throw new Error(`Spool file ${id} is too short to be a message`);
+    file.seekSync(-1, Deno.SeekMode.End);
+    const last = new Uint8Array(1);
+    if (file.readSync(last) !== 1) throw new Error(`Spool file ${id} could not be read`);
+    return { file, repair: last[0] === NEWLINE[0] ? new Uint8Array(0) : TORN_REPAIR };
+  } catch (e) {
+    file.close();
+    throw e;
   }
 }
 
