@@ -19,6 +19,7 @@ import { splitAddress } from "../mail/address.ts";
 import { delaySeconds, logEvent, logWarn, setupLogging } from "../log/log.ts";
 import { userByUid } from "../sys/passwd.ts";
 import { checkForward } from "./forward.ts";
+import { StreamLines } from "./stream_lines.ts";
 import {
   type DeliveryJob,
   IDLE_EXIT_MS,
@@ -29,7 +30,6 @@ import {
   parseJob,
   type WorkerReport,
 } from "./protocol.ts";
-import { concatBytes } from "../sys/bytes.ts";
 
 /** Largest message content a child accepts on stdin (bounded memory). */
 const MAX_CONTENT = 256 * 1024 * 1024;
@@ -39,75 +39,6 @@ const MAX_JOB_LINE = 1 << 20;
 
 /** Levels whose lines go back to the manager with the report (it relays them to its log). */
 const RELAYED = new Set(["warning", "error", "fatal"]);
-
-/**
- * Reads stdin as frames: a job line, then exactly `size` content bytes, as
- * many times as the manager sends jobs. Bytes past one frame stay buffered
- * for the next, so no content can spill into another job.
- */
-class FrameReader {
-  #reader: ReadableStreamDefaultReader<Uint8Array>;
-  #buf: Uint8Array = new Uint8Array(0);
-  #pending: Promise<ReadableStreamReadResult<Uint8Array>> | null = null;
-
-  constructor(stream: ReadableStream<Uint8Array>) {
-    this.#reader = stream.getReader();
-  }
-
-  /** The next chunk, null at the end of input, or "idle" when `waitMs` passed first. */
-  async #more(waitMs?: number): Promise<Uint8Array | null | "idle"> {
-    this.#pending ??= this.#reader.read();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const idle = new Promise<"idle">((resolve) => {
-      if (waitMs !== undefined) timer = setTimeout(() => resolve("idle"), waitMs);
-    });
-    const r = await Promise.race([this.#pending, idle]);
-    clearTimeout(timer);
-    if (r === "idle") return "idle";
-    this.#pending = null;
-    return r.done ? null : r.value;
-  }
-
-  /** The next job line; null when the input ends (or stays silent `idleMs`) between jobs. */
-  async line(idleMs: number): Promise<string | null> {
-    while (true) {
-      const nl = this.#buf.indexOf(0x0a);
-      if (nl >= 0) {
-        const line = new TextDecoder().decode(this.#buf.subarray(0, nl));
-        this.#buf = this.#buf.subarray(nl + 1);
-        return line;
-      }
-      if (this.#buf.length > MAX_JOB_LINE) throw new Error("Job line too long");
-      const chunk = await this.#more(this.#buf.length === 0 ? idleMs : undefined);
-      if (chunk === "idle") return null;
-      if (chunk === null) {
-        if (this.#buf.length === 0) return null;
-        throw new Error("Input ended inside a job line");
-      }
-      this.#buf = concatBytes([this.#buf, chunk], this.#buf.length + chunk.length);
-    }
-  }
-
-  /** Exactly `n` content bytes; throws when the input ends first. */
-  async exact(n: number): Promise<Uint8Array> {
-    if (n > MAX_CONTENT) throw new Error("Message content too large");
-    const head = this.#buf.subarray(0, Math.min(n, this.#buf.length));
-    this.#buf = this.#buf.subarray(head.length);
-    const chunks = [head];
-    let total = head.length;
-    while (total < n) {
-      const chunk = await this.#more();
-      if (chunk === null || chunk === "idle") {
-        throw new Error(`Expected ${n} content bytes, got ${total}`);
-      }
-      const take = Math.min(chunk.length, n - total);
-      chunks.push(chunk.subarray(0, take));
-      this.#buf = chunk.subarray(take);
-      total += take;
-    }
-    return concatBytes(chunks, n);
-  }
-}
 
 /** Who this worker runs as, learnt before the `sys` permission is dropped. */
 interface Self {
@@ -235,13 +166,18 @@ async function writeAll(bytes: Uint8Array): Promise<void> {
  * outlives a job: each has its own content buffer, results and log lines.
  */
 export async function workerMain(): Promise<number> {
-  const input = new FrameReader(Deno.stdin.readable);
+  // Frames on stdin: a job line, then exactly `size` content bytes, per job.
+  const input = new StreamLines(Deno.stdin.readable, () => "Job line too long");
   let kept: { self: Self; pipes: boolean } | null = null;
   let logged: string[] = [];
   for (let served = 0; served < MAX_JOBS; served++) {
-    const line = await input.line(IDLE_EXIT_MS);
-    if (line === null) return 0;
+    const line = await input.line(MAX_JOB_LINE, IDLE_EXIT_MS);
+    if (line === null) {
+      if (input.buffered > 0) throw new Error("Input ended inside a job line");
+      return 0;
+    }
     const job = parseJob(line);
+    if (job.size > MAX_CONTENT) throw new Error("Message content too large");
     const content = await input.exact(job.size);
     // Only pipe delivery runs a program; nothing here talks to the network.
     const pipes = job.targets.some((t) => t.destination.kind === "pipe");

@@ -26,6 +26,7 @@ import { metrics } from "../metrics/metrics.ts";
 import { concatBytes } from "../sys/bytes.ts";
 import { type ChildExit, DirectSpawner, type SpawnedChild, type Spawner } from "../sys/spawn.ts";
 import { type DeliveryJob, MAX_JOBS, parseReport, type WorkerReport } from "./protocol.ts";
+import { StreamLines } from "./stream_lines.ts";
 
 /** A report line longer than this is garbage by definition. */
 const MAX_REPORT_BYTES = 64 * 1024;
@@ -83,47 +84,12 @@ export interface PoolJob {
   user?: RunAs | null;
 }
 
-/** Reads a child's stdout line by line, each line bounded. */
-class LineReader {
-  #reader: ReadableStreamDefaultReader<Uint8Array>;
-  #buf: Uint8Array = new Uint8Array(0);
-
-  constructor(stream: ReadableStream<Uint8Array>) {
-    this.#reader = stream.getReader();
-  }
-
-  /** Bytes read past the last line. */
-  get buffered(): number {
-    return this.#buf.length;
-  }
-
-  /** The next line; null when the stream ends first; throws past `max` bytes without one. */
-  async next(max: number): Promise<string | null> {
-    while (true) {
-      const nl = this.#buf.indexOf(0x0a);
-      if (nl >= 0) {
-        const line = new TextDecoder().decode(this.#buf.subarray(0, nl));
-        this.#buf = this.#buf.subarray(nl + 1);
-        return line;
-      }
-      if (this.#buf.length > max) throw new Error(`Worker printed more than ${max} bytes`);
-      const { value, done } = await this.#reader.read();
-      if (done) return null;
-      this.#buf = concatBytes([this.#buf, value], this.#buf.length + value.length);
-    }
-  }
-
-  cancel(): void {
-    this.#reader.cancel().catch(() => {});
-  }
-}
-
 /** One worker process. */
 interface Proc {
   key: string;
   child: SpawnedChild;
   stdin: WritableStreamDefaultWriter<Uint8Array>;
-  stdout: LineReader;
+  stdout: StreamLines;
   served: number;
   startedAt: number;
   /** Resolves once the process has exited. */
@@ -290,7 +256,7 @@ export class WorkerPool {
       key,
       child,
       stdin: child.stdin.getWriter(),
-      stdout: new LineReader(child.stdout),
+      stdout: new StreamLines(child.stdout, (max) => `Worker printed more than ${max} bytes`),
       served: 0,
       startedAt: Date.now(),
       exit: child.status,
@@ -372,7 +338,7 @@ export class WorkerPool {
       let line: string | null = null;
       let readError: Error | null = null;
       try {
-        line = await proc.stdout.next(MAX_REPORT_BYTES);
+        line = await proc.stdout.line(MAX_REPORT_BYTES);
       } catch (err) {
         readError = err as Error;
         proc.child.kill(); // it may be blocked on a full pipe, or on more content
