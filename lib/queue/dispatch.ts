@@ -88,12 +88,7 @@ export async function dispatch(
     // Opened before any delivery starts, so that none of the open's file-system
     // calls falls between a peer's 250 and the write of its record.
     await using appender = await Appender.open(deps, state);
-    const head = loaded.content
-      ? {
-        first: loaded.content,
-        whole: loaded.content.length === state.envelope.size ? loaded.content : null,
-      }
-      : await readHead(deps, state);
+    const head = await readHead(deps, state, loaded.content);
     if (countReceived(headerOf(head.first)) > deps.cfg.delivery.maxReceived) {
       await appender.add(due.map((r) => ({
         t: "failed",
@@ -249,16 +244,22 @@ async function expire(deps: DispatchDeps, state: MessageState): Promise<MessageS
 /**
  * The content's first chunk, for the loop check (its Received headers), and
  * the whole content when that chunk is all of it (most mail): local jobs
- * then send it from memory rather than opening the spool file again.
+ * then send it from memory rather than opening the spool file again. The
+ * load's read usually held the content already (`loaded`); otherwise the
+ * first chunk is read from the spool.
  */
 async function readHead(
   deps: DispatchDeps,
   state: MessageState,
+  loaded: Uint8Array | null,
 ): Promise<{ first: Uint8Array; whole: Uint8Array | null }> {
-  const { stream } = await deps.spool.content(state.envelope.id);
-  const reader = stream.getReader();
-  const first = (await reader.read()).value ?? new Uint8Array(0);
-  await reader.cancel().catch(() => {});
+  let first = loaded;
+  if (first === null) {
+    const { stream } = await deps.spool.content(state.envelope.id);
+    const reader = stream.getReader();
+    first = (await reader.read()).value ?? new Uint8Array(0);
+    await reader.cancel().catch(() => {});
+  }
   return { first, whole: first.length === state.envelope.size ? first : null };
 }
 
